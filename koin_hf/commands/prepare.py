@@ -1,0 +1,33 @@
+"""`koin prepare RAW_DIR OUT_DIR`."""
+
+from __future__ import annotations
+
+import argparse
+
+from koin_hf.dataset_script.koin import DEFAULT_IMAGE_SIZE
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "raw_dir", help="raw KoIn folder (normal_cases/, hard_cases/, ...) or a .zip of it"
+    )
+    parser.add_argument(
+        "out_dir", help="new or empty folder for the prepared dataset (e.g. ./koin)"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=DEFAULT_IMAGE_SIZE,
+        help="store images with their shorter side at most this many pixels; 0 keeps the originals "
+        f"(default {DEFAULT_IMAGE_SIZE}: models train at 224, smaller files decode much faster)",
+    )
+    parser.add_argument("--num-proc", type=int, default=None, help="processes for decoding")
+
+
+def run(args: argparse.Namespace) -> int:
+    from koin_hf.prepare import prepare_koin
+
+    prepare_koin(
+        args.raw_dir, args.out_dir, image_size=args.image_size or None, num_proc=args.num_proc
+    )
+    return 0

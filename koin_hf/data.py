@@ -1,0 +1,264 @@
+"""Loading prepared KoIn datasets, few-shot sampling, validation carving and transforms.
+
+Everything here works on any dataset with an image column and a ClassLabel column, whether it
+came from `koin prepare`, from the Hub, or from somewhere else entirely.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+from koin_hf.errors import KoinError
+from koin_hf.images import UnusableImage, decode_rgb
+
+EVAL_CONFIGS = ("normal", "hard", "group")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_prepared(
+    name_or_path: str | os.PathLike, config_name: str, *, streaming: bool = False
+) -> datasets.DatasetDict | datasets.IterableDatasetDict:
+    """`load_dataset(name_or_path, config_name)` with one-sentence errors for the usual mistakes."""
+    name = str(name_or_path)
+    try:
+        return datasets.load_dataset(name, config_name, streaming=streaming)
+    except ValueError as err:
+        message = str(err)
+        if "not found" in message and ("config" in message.lower()):
+            available = available_configs(name)
+            raise KoinError(
+                f"dataset {name} has no config {config_name!r}; available: {', '.join(available) or 'none'}"
+            ) from err
+        raise
+    except FileNotFoundError as err:
+        raise KoinError(
+            f"dataset {name} not found (not a local folder, and not on the Hub or offline)"
+        ) from err
+
+
+def available_configs(name_or_path: str) -> list[str]:
+    try:
+        return list(datasets.get_dataset_config_names(str(name_or_path)))
+    except Exception:  # the error we are explaining is the caller's; this is best effort
+        return []
+
+
+def check_columns(
+    features: datasets.Features, image_column: str, label_column: str, where: str
+) -> None:
+    """Fail before training when the columns are not what the model needs."""
+    columns = ", ".join(features)
+    if label_column not in features:
+        raise KoinError(
+            f"{where} has no label column {label_column!r} (columns: {columns}); set --label_column_name"
+        )
+    if not isinstance(features[label_column], datasets.ClassLabel):
+        raise KoinError(
+            f"{where}: column {label_column!r} is not a ClassLabel, so it has no class names"
+        )
+    if image_column not in features:
+        raise KoinError(
+            f"{where} has no image column {image_column!r} (columns: {columns}); set --image_column_name"
+        )
+    if not isinstance(features[image_column], datasets.Image):
+        raise KoinError(
+            f"{where}: column {image_column!r} is not an image column ({features[image_column]})"
+        )
+
+
+def label_names(
+    dataset: datasets.Dataset | datasets.IterableDataset, label_column: str = "label"
+) -> list[str]:
+    return list(dataset.features[label_column].names)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def _indices_by_class(labels: Sequence[int], num_classes: int) -> list[np.ndarray]:
+    labels = np.asarray(labels)
+    return [np.flatnonzero(labels == c) for c in range(num_classes)]
+
+
+def stratified_split(
+    dataset: datasets.Dataset, fraction: float, seed: int, label_column: str = "label"
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Split off `fraction` of each class (at least one image where a class has two or more)."""
+    if not 0 < fraction < 1:
+        raise KoinError(f"--train_val_split must be between 0 and 1, got {fraction}")
+    rng = np.random.default_rng(seed)
+    names = dataset.features[label_column].names
+    keep, held_out = [], []
+    for indices in _indices_by_class(dataset[label_column], len(names)):
+        indices = rng.permutation(indices)
+        n_held = (
+            min(len(indices) - 1, max(1, math.floor(len(indices) * fraction)))
+            if len(indices) > 1
+            else 0
+        )
+        held_out.extend(indices[:n_held].tolist())
+        keep.extend(indices[n_held:].tolist())
+    return dataset.select(sorted(keep)), dataset.select(sorted(held_out))
+
+
+def sample_few_shot(
+    dataset: datasets.Dataset, shots_per_class: int, seed: int, label_column: str = "label"
+) -> datasets.Dataset:
+    """Exactly `shots_per_class` images of every class, drawn with a seeded generator.
+
+    Unlike `max_train_samples` in the transformers example (N images in total), this is the
+    paper's protocol: N per class.
+    """
+    if shots_per_class < 1:
+        raise KoinError(f"--shots_per_class must be at least 1, got {shots_per_class}")
+    rng = np.random.default_rng(seed)
+    names = dataset.features[label_column].names
+    chosen = []
+    for class_index, indices in enumerate(_indices_by_class(dataset[label_column], len(names))):
+        if len(indices) < shots_per_class:
+            raise KoinError(
+                f"--shots_per_class {shots_per_class} is more than class {names[class_index]!r} has "
+                f"({len(indices)} training images after the validation split)"
+            )
+        chosen.extend(rng.choice(indices, size=shots_per_class, replace=False).tolist())
+    return dataset.select(sorted(chosen))
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+def processor_input_size(processor: Any) -> tuple[int, int]:
+    """(height, width) the model sees, whatever the image processor's size convention."""
+    data_config = getattr(processor, "data_config", None)  # timm wrapper
+    if data_config and "input_size" in data_config:
+        _, height, width = data_config["input_size"]
+        return int(height), int(width)
+    for attribute in ("crop_size", "size"):
+        size = getattr(processor, attribute, None)
+        if not size:
+            continue
+        size = dict(size) if not isinstance(size, dict) else size
+        if size.get("height") and size.get("width"):
+            return int(size["height"]), int(size["width"])
+        if size.get("shortest_edge"):
+            return int(size["shortest_edge"]), int(size["shortest_edge"])
+    raise KoinError(f"cannot tell the input size of image processor {type(processor).__name__}")
+
+
+def processor_normalization(processor: Any) -> tuple[list[float], list[float]]:
+    data_config = getattr(processor, "data_config", None)
+    if data_config and "mean" in data_config:
+        return list(data_config["mean"]), list(data_config["std"])
+    mean = getattr(processor, "image_mean", None)
+    std = getattr(processor, "image_std", None)
+    if mean is None or std is None:
+        return [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
+    return list(mean), list(std)
+
+
+def _decode(value: Any, min_side: int) -> torch.Tensor:
+    """An undecoded datasets image ({'bytes', 'path'}) as a uint8 CHW tensor."""
+    source = value.get("bytes") or value.get("path") if isinstance(value, dict) else value
+    if hasattr(source, "mode"):  # already a PIL image
+        image = source.convert("RGB")
+    else:
+        try:
+            # Reduced-size JPEG decoding: never decode more pixels than the crop can use.
+            image = decode_rgb(source, max_shorter_side=min_side)
+        except UnusableImage as err:
+            raise KoinError(f"training image could not be decoded: {err}") from err
+    return v2.functional.pil_to_tensor(image)
+
+
+def make_train_transform(
+    processor: Any, image_column: str = "image", label_column: str = "label", scale=(0.5, 1.0)
+) -> Callable[[dict[str, list]], dict[str, Any]]:
+    """Batch transform for `with_transform`: decode small, augment in uint8, normalise last.
+
+    Crop scale starts at 0.5 rather than torchvision's 0.08: a face cropped to 8% of a stage
+    photo is usually no face at all.
+    """
+    height, width = processor_input_size(processor)
+    mean, std = processor_normalization(processor)
+    augment = v2.Compose(
+        [
+            v2.RandomResizedCrop((height, width), scale=scale, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean, std),
+        ]
+    )
+    decode_side = max(height, width)
+
+    def transform(batch: dict[str, list]) -> dict[str, Any]:
+        pixels = [augment(_decode(value, decode_side)) for value in batch[image_column]]
+        return {"pixel_values": torch.stack(pixels), "labels": torch.as_tensor(batch[label_column])}
+
+    return transform
+
+
+def make_eval_transform(
+    processor: Any, image_column: str = "image", label_column: str = "label"
+) -> Callable[[dict[str, list]], dict[str, Any]]:
+    """Batch transform that is exactly what `pipeline("image-classification")` does to an image.
+
+    Using the image processor here keeps the training-time evaluation and `koin evaluate`
+    numerically identical for the same model and data.
+    """
+
+    def transform(batch: dict[str, list]) -> dict[str, Any]:
+        images = [image.convert("RGB") for image in batch[image_column]]
+        pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+        return {"pixel_values": pixels, "labels": torch.as_tensor(batch[label_column])}
+
+    return transform
+
+
+def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    return {
+        "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
+        "labels": torch.as_tensor([int(example["labels"]) for example in examples]),
+    }
+
+
+# --------------------------------------------------------------------------- embedded default
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("KOIN_HF_CACHE", Path.home() / ".cache" / "koin_hf"))
+
+
+def ensure_default_dataset(seed: int = 0, num_classes: int = 10) -> Path:
+    """The embedded synthetic KoIn, generated and prepared once, then reused from the cache.
+
+    A file lock makes concurrent callers (several accelerate processes) wait for the first.
+    """
+    from filelock import FileLock
+
+    from koin_hf.prepare import prepare_koin
+    from koin_hf.synthetic import generate_synthetic_koin
+
+    base = default_cache_dir() / f"synthetic-koin-c{num_classes}-s{seed}"
+    prepared = base / "prepared"
+    base.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(base / ".lock")):
+        if not (prepared / "README.md").is_file():
+            raw = base / "raw"
+            if not (raw / "classes.csv").is_file():
+                import shutil
+
+                shutil.rmtree(raw, ignore_errors=True)
+                generate_synthetic_koin(raw, num_classes=num_classes, seed=seed)
+            prepare_koin(raw, prepared)
+    return prepared

@@ -27,15 +27,23 @@ import datasets
 
 from koin_hf.archive import extract_zip_cached
 from koin_hf.errors import KoinError
-from koin_hf.images import UnusableImage, decode_rgb, encode_jpeg, skip_reason_for_name
+from koin_hf.images import (
+    UnusableImage,
+    file_problem,
+    image_bytes_for_dataset,
+    skip_reason_for_name,
+)
 
 logger = logging.getLogger(__name__)
 
+# Same reference as the dataset card (koin_hf/cards.py) writes.
 _CITATION = """\
-@article{koin2023,
-  title   = {KoIn: A Korean Celebrity Face Recognition Benchmark with Hard Cases},
-  journal = {arXiv preprint arXiv:2310.09756},
-  year    = {2023}
+@misc{koin2023,
+  title         = {New Benchmarks for Asian Facial Recognition Tasks: Face Classification with Large Foundation Models},
+  year          = {2023},
+  eprint        = {2310.09756},
+  archivePrefix = {arXiv},
+  url           = {https://arxiv.org/abs/2310.09756}
 }
 """
 _DESCRIPTION = (
@@ -67,7 +75,10 @@ class KoinBuilderConfig(datasets.BuilderConfig):
     image_size: shorter side, in pixels, that stored images are reduced to (None keeps the
     original size). Models train at 224, so 256 keeps the detail they can use while making every
     later decode ~20x cheaper than a phone photo's.
-    skip_log_dir: where skipped files are recorded (one JSON line each) for the prepare report.
+    jpeg_quality: quality of re-encoded images (small upright RGB JPEGs are stored as they are).
+    skip_log_dir: where skipped files and warnings are recorded (JSON lines, one file per
+    process, since decoding may run in num_proc workers) for the prepare report.
+    extract_dir: where a zipped data_dir is extracted (default ~/.cache/koin_hf/extracted).
     """
 
     image_size: int | None = DEFAULT_IMAGE_SIZE
@@ -77,9 +88,24 @@ class KoinBuilderConfig(datasets.BuilderConfig):
     case: str = field(default="normal")
 
 
-def _child_dir(parent: Path, names: tuple[str, ...]) -> Path | None:
+# Folders that tools leave inside photo trees (macOS zips, Synology, Jupyter); never classes.
+SYSTEM_FOLDERS = frozenset({"__macosx", "@eadir", "$recycle.bin", "system volume information"})
+
+
+def printable(text: str) -> str:
+    """A file or folder name as valid Unicode: bytes that are not UTF-8 (e.g. cp949 names from a
+    Windows zip, which Python keeps as surrogate escapes) become visible `\\xb1` escapes, so
+    the name stays unique and traceable instead of crashing Arrow or JSON writers."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def _is_system_folder(name: str) -> bool:
+    return name.startswith(".") or name.lower() in SYSTEM_FOLDERS
+
+
+def _child_dir(parent: Path | None, names: tuple[str, ...]) -> Path | None:
     """The sub-folder of `parent` whose lower-cased name is in `names`, if any."""
-    if not parent.is_dir():
+    if parent is None or not parent.is_dir():
         return None
     for child in sorted(parent.iterdir()):
         if child.is_dir() and child.name.lower() in names:
@@ -87,37 +113,106 @@ def _child_dir(parent: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
+@dataclass(frozen=True)
+class RawLocation:
+    """Where a raw KoIn tree lives: `top` is the folder given (or the extracted zip), `root` the
+    folder holding normal_cases (`top` itself or one wrapping folder inside it, e.g. Dataset/)."""
+
+    top: Path
+    root: Path
+
+
+def locate_raw(
+    data_dir: str | os.PathLike, extract_dir: str | os.PathLike | None = None
+) -> RawLocation:
+    """Resolve a KoIn folder or .zip to its RawLocation; zips are extracted safely first."""
+    given = Path(data_dir).expanduser()
+    if not given.exists():
+        raise KoinError(f"raw KoIn path {given} does not exist")
+    top = given
+    if given.is_file():
+        if given.suffix.lower() != ".zip":
+            raise KoinError(f"{given} is a file but not a .zip archive of a KoIn folder")
+        cache = (
+            Path(extract_dir) if extract_dir else Path.home() / ".cache" / "koin_hf" / "extracted"
+        )
+        top = extract_zip_cached(given, cache)
+    if not top.is_dir():
+        raise KoinError(f"raw KoIn path {given} is neither a folder nor a .zip archive")
+    wrappers = [c for c in sorted(top.iterdir()) if c.is_dir() and not _is_system_folder(c.name)]
+    for candidate in [top, *wrappers]:  # the folder itself, or one wrapping folder (Dataset/)
+        if _child_dir(candidate, CASE_FOLDERS["normal"]) is not None:
+            return RawLocation(top=top, root=candidate)
+    raise KoinError(
+        f"no normal_cases folder found in {given} (nor in a folder inside it); "
+        "expected normal_cases/train/<class id>/ images"
+    )
+
+
 def find_raw_root(
     data_dir: str | os.PathLike, extract_dir: str | os.PathLike | None = None
 ) -> Path:
     """Resolve a KoIn folder or zip to the folder that holds `normal_cases`."""
-    path = Path(data_dir).expanduser()
-    if not path.exists():
-        raise KoinError(f"raw KoIn path {path} does not exist")
-    if path.is_file():
-        if path.suffix.lower() != ".zip":
-            raise KoinError(f"{path} is a file but not a .zip archive of a KoIn folder")
-        cache = (
-            Path(extract_dir) if extract_dir else Path.home() / ".cache" / "koin_hf" / "extracted"
-        )
-        path = extract_zip_cached(path, cache)
-    candidates = [path] + [child for child in sorted(path.iterdir()) if child.is_dir()]
-    for candidate in candidates:  # the root itself, or one wrapping folder such as Dataset/
-        if _child_dir(candidate, CASE_FOLDERS["normal"]) is not None:
+    return locate_raw(data_dir, extract_dir).root
+
+
+def find_class_names_file(location: RawLocation) -> Path | None:
+    """classes.csv next to normal_cases, or at the top when the tree sits in a wrapping folder."""
+    for folder in dict.fromkeys([location.root, location.top]):
+        candidate = folder / CLASS_NAMES_FILE
+        if candidate.is_file():
             return candidate
-    raise KoinError(f"no normal_cases folder found in {Path(data_dir)} (nor in a folder inside it)")
+    return None
 
 
-def read_class_names(root: Path, class_ids: list[str]) -> list[str]:
-    """Label names in class-id order: from classes.csv (id,name) when present, else the ids."""
-    mapping_file = root / CLASS_NAMES_FILE
-    if not mapping_file.is_file():
-        return list(class_ids)
-    with open(mapping_file, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or not {"id", "name"} <= set(reader.fieldnames):
-            raise KoinError(f"{mapping_file} must have a header line 'id,name'")
-        mapping = {row["id"].strip(): (row["name"] or "").strip() for row in reader}
+def _same_id(csv_id: str, class_ids: set[str]) -> str | None:
+    """The class folder an id from classes.csv names. Spreadsheet programs turn "0007" into
+    "7", so all-digit ids also match by number."""
+    if csv_id in class_ids:
+        return csv_id
+    if csv_id.isdigit():
+        matches = [c for c in class_ids if c.isdigit() and int(c) == int(csv_id)]
+        if len(matches) == 1:
+            return matches[0]
+    return None
+
+
+def read_class_names(mapping_file: Path | None, class_ids: list[str]) -> list[str]:
+    """Label names in class-id order: from classes.csv (id,name) when given, else the ids.
+
+    The file is UTF-8 CSV (a BOM is fine) with a header line naming the columns `id` and `name`;
+    other columns are ignored, fields may be quoted, and every class folder needs a name.
+    """
+    if mapping_file is None:
+        return [printable(class_id) for class_id in class_ids]
+    known = set(class_ids)
+    mapping: dict[str, str] = {}
+    try:
+        with open(mapping_file, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            fields = [(name or "").strip().lower() for name in (reader.fieldnames or [])]
+            if not {"id", "name"} <= set(fields):
+                raise KoinError(
+                    f"{mapping_file} must start with a header line naming the columns id and name"
+                )
+            reader.fieldnames = fields
+            for row in reader:
+                csv_id = (row.get("id") or "").strip()
+                name = (row.get("name") or "").strip()
+                if not csv_id and not name:
+                    continue
+                class_id = _same_id(csv_id, known) or csv_id
+                if class_id in mapping and mapping[class_id] != name:
+                    raise KoinError(
+                        f"{mapping_file} line {reader.line_num} names class {csv_id!r} a second time"
+                    )
+                mapping[class_id] = name
+    except UnicodeDecodeError as err:
+        raise KoinError(
+            f"{mapping_file} is not UTF-8 text; save it as UTF-8 CSV (byte {err.start})"
+        ) from err
+    except csv.Error as err:
+        raise KoinError(f"{mapping_file} is not valid CSV ({err})") from err
     missing = [class_id for class_id in class_ids if not mapping.get(class_id)]
     if missing:
         raise KoinError(f"{mapping_file} has no name for class folder(s) {', '.join(missing[:10])}")
@@ -131,10 +226,15 @@ def read_class_names(root: Path, class_ids: list[str]) -> list[str]:
 def list_class_ids(root: Path) -> list[str]:
     """The class ids: the folders of normal_cases/train, sorted."""
     normal = _child_dir(root, CASE_FOLDERS["normal"])
-    train = _child_dir(normal, ("train",)) if normal else None
+    train = _child_dir(normal, ("train",))
     if train is None:
-        raise KoinError(f"{root / 'normal_cases' / 'train'} is missing: it defines the classes")
-    ids = sorted(child.name for child in train.iterdir() if child.is_dir())
+        where = normal if normal is not None else root / "normal_cases"
+        raise KoinError(f"{where / 'train'} is missing: its class folders define the classes")
+    ids = sorted(
+        child.name
+        for child in train.iterdir()
+        if child.is_dir() and not _is_system_folder(child.name)
+    )
     if not ids:
         raise KoinError(f"{train} has no class folders")
     return ids
@@ -143,14 +243,104 @@ def list_class_ids(root: Path) -> list[str]:
 def case_split_dirs(root: Path, case: str) -> dict[str, Path]:
     """The split folders present for one case, e.g. {"test": .../hard_cases/test}."""
     case_dir = _child_dir(root, CASE_FOLDERS[case])
-    if case_dir is None:
-        return {}
     splits = {}
     for split in CASE_SPLITS[case]:
         split_dir = _child_dir(case_dir, (split,))
         if split_dir is not None:
             splits[split] = split_dir
     return splits
+
+
+def unused_case_entries(root: Path, case: str) -> list[tuple[Path, str]]:
+    """Entries of a case folder that are not one of its split folders, with the reason.
+
+    `hard_cases/val/` or a stray photo next to `test/` would otherwise vanish unnoticed.
+    """
+    case_dir = _child_dir(root, CASE_FOLDERS[case])
+    if case_dir is None:
+        return []
+    splits = set(case_split_dirs(root, case).values())
+    unused = []
+    for entry in sorted(case_dir.iterdir()):
+        if entry in splits:
+            continue
+        if entry.is_dir():
+            reason = (
+                "system or hidden folder"
+                if _is_system_folder(entry.name)
+                else (
+                    f"not a split folder of {case_dir.name} (expected {' or '.join(CASE_SPLITS[case])})"
+                )
+            )
+        else:
+            reason = skip_reason_for_name(entry) or f"not inside a split folder of {case_dir.name}"
+        unused.append((entry, reason))
+    return unused
+
+
+@dataclass
+class SplitListing:
+    """What one split folder holds: candidate images and everything set aside, with reasons."""
+
+    files: list[tuple[str, str]] = field(default_factory=list)  # (path relative to root, class)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    warnings: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def list_split(root: Path, split_dir: Path, known: set[str]) -> SplitListing:
+    """List a split folder: <class id>/<image>. Raises KoinError for a class unknown to training.
+
+    Only files directly inside a class folder are images (the authors' layout); anything else
+    is reported, never silently dropped.
+    """
+    listing = SplitListing()
+    for entry in sorted(split_dir.iterdir()):
+        if entry.is_dir() and not entry.is_symlink() and _is_system_folder(entry.name):
+            listing.skipped.append((entry, "system or hidden folder"))
+        elif not entry.is_dir():
+            reason = skip_reason_for_name(entry)
+            listing.skipped.append((entry, reason or "not inside a class folder"))
+        elif entry.name not in known:
+            raise KoinError(
+                f"class folder {entry} is not among the classes of normal_cases/train; "
+                "every class needs training images (add the folder there, or remove this one)"
+            )
+        else:
+            _list_class_folder(root, entry, listing)
+    return listing
+
+
+def _list_class_folder(root: Path, class_dir: Path, listing: SplitListing) -> None:
+    members = sorted(class_dir.iterdir())
+    if not members:
+        listing.warnings.append((class_dir, "empty class folder"))
+    for member in members:
+        if member.is_dir() and not member.is_symlink():
+            if _is_system_folder(member.name):
+                reason: str | None = "system or hidden folder"
+            else:
+                inside = sum(1 for p in member.rglob("*") if not p.is_dir())
+                reason = (
+                    "a folder inside a class folder; images must sit directly in the class "
+                    f"folder ({inside} file(s) in it not imported)"
+                )
+        else:
+            reason = skip_reason_for_name(member) or file_problem(member)
+        if reason:
+            listing.skipped.append((member, reason))
+        else:
+            listing.files.append((member.relative_to(root).as_posix(), class_dir.name))
+
+
+def check_layout(root: Path) -> dict[str, dict[str, SplitListing]]:
+    """List every case and split up front, so layout mistakes fail before hours of decoding."""
+    known = set(list_class_ids(root))
+    return {
+        case: {
+            split: list_split(root, d, known) for split, d in case_split_dirs(root, case).items()
+        }
+        for case in CASE_FOLDERS
+    }
 
 
 class Koin(datasets.GeneratorBasedBuilder):
@@ -167,26 +357,30 @@ class Koin(datasets.GeneratorBasedBuilder):
     DEFAULT_CONFIG_NAME = "normal"
 
     @property
-    def raw_root(self) -> Path:
+    def raw_location(self) -> RawLocation:
         if not self.config.data_dir:
             raise KoinError("the KoIn builder needs data_dir: a raw KoIn folder or .zip")
-        if not hasattr(self, "_raw_root"):
-            self._raw_root = find_raw_root(self.config.data_dir, self.config.extract_dir)
-        return self._raw_root
+        if not hasattr(self, "_raw_location"):
+            self._raw_location = locate_raw(self.config.data_dir, self.config.extract_dir)
+        return self._raw_location
+
+    @property
+    def raw_root(self) -> Path:
+        return self.raw_location.root
 
     def class_ids(self) -> list[str]:
         return list_class_ids(self.raw_root)
 
     def _info(self) -> datasets.DatasetInfo:
-        # _info runs inside DatasetBuilder.__init__, before data_dir is known for some callers;
-        # features are then completed here once it is.
+        # _info runs inside DatasetBuilder.__init__; without data_dir the features stay unknown.
         features = None
         if self.config.data_dir:
             ids = self.class_ids()
+            names = read_class_names(find_class_names_file(self.raw_location), ids)
             features = datasets.Features(
                 {
                     "image": datasets.Image(),
-                    "label": datasets.ClassLabel(names=read_class_names(self.raw_root, ids)),
+                    "label": datasets.ClassLabel(names=names),
                     "image_id": datasets.Value("string"),
                 }
             )
@@ -203,65 +397,52 @@ class Koin(datasets.GeneratorBasedBuilder):
         if not split_dirs:
             raise KoinError(f"no {self.config.case} cases found in {self.raw_root}")
         known = set(self.class_ids())
+        for path, reason in unused_case_entries(self.raw_root, self.config.case):
+            self._skip(path, reason)
         generators = []
         for split, split_dir in split_dirs.items():
-            files = self._list_split(split_dir, known)
-            generators.append(datasets.SplitGenerator(name=split, gen_kwargs={"files": files}))
+            listing = list_split(self.raw_root, split_dir, known)
+            for path, reason in listing.skipped:
+                self._skip(path, reason)
+            for path, reason in listing.warnings:
+                logger.warning("%s: %s", reason, path)
+                self._record("warnings", path, reason)
+            generator = datasets.SplitGenerator(name=split, gen_kwargs={"files": listing.files})
+            # Known up front, so the progress bar shows a total and an ETA.
+            generator.split_info.num_examples = len(listing.files)
+            generators.append(generator)
         return generators
-
-    def _list_split(self, split_dir: Path, known: set[str]) -> list[tuple[str, str]]:
-        """(relative path, class id) of every candidate image; name-level skips are logged."""
-        files = []
-        for entry in sorted(split_dir.iterdir()):
-            if not entry.is_dir():
-                self._skip(entry, "not inside a class folder")
-                continue
-            if entry.name not in known:
-                raise KoinError(
-                    f"class folder {entry} is not among the normal_cases/train classes; "
-                    "every hard/group class needs training images"
-                )
-            members = sorted(p for p in entry.rglob("*") if not p.is_dir())
-            if not members:
-                logger.warning("empty class folder: %s", entry)
-                self._note("empty class folder", entry)
-            for member in members:
-                reason = skip_reason_for_name(member)
-                if reason:
-                    self._skip(member, reason)
-                else:
-                    files.append((member.relative_to(self.raw_root).as_posix(), entry.name))
-        return files
 
     def _generate_examples(self, files: list[tuple[str, str]]) -> Iterator[tuple[str, dict]]:
         label_of = {class_id: index for index, class_id in enumerate(self.class_ids())}
         for relative, class_id in files:
             try:
-                image = decode_rgb(self.raw_root / relative, self.config.image_size)
+                image_bytes = image_bytes_for_dataset(
+                    self.raw_root / relative, self.config.image_size, self.config.jpeg_quality
+                )
             except UnusableImage as err:
                 self._skip(self.raw_root / relative, str(err))
                 continue
-            image_bytes = encode_jpeg(image, self.config.jpeg_quality)
+            image_id = printable(relative)
             yield (
-                relative,
+                image_id,
                 {
                     "image": {"bytes": image_bytes, "path": None},
                     "label": label_of[class_id],
-                    "image_id": relative,
+                    "image_id": image_id,
                 },
             )
 
     def _record(self, kind: str, path: Path, reason: str) -> None:
+        """Append to a per-process JSON-lines log: decoding may run in num_proc workers."""
         if not self.config.skip_log_dir:
             return
         log = Path(self.config.skip_log_dir) / f"{kind}-{os.getpid()}.jsonl"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"path": str(path), "reason": reason}) + "\n")
+            record = {"path": printable(str(path)), "reason": printable(reason)}
+            handle.write(json.dumps(record) + "\n")
 
     def _skip(self, path: Path, reason: str) -> None:
         logger.info("skipping %s: %s", path, reason)
         self._record("skipped", path, reason)
-
-    def _note(self, reason: str, path: Path) -> None:
-        self._record("warnings", path, reason)

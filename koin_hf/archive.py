@@ -10,6 +10,7 @@ import hashlib
 import shutil
 import stat
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from koin_hf.errors import KoinError
@@ -46,16 +47,33 @@ def extract_zip_safely(archive: Path, destination: Path) -> Path:
         partial = destination.with_name(destination.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        for member in members:
-            target = _member_target(partial, member.filename)
-            if member.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(member) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+        try:
+            for member in members:
+                _extract_member(zf, member, _member_target(partial, member.filename), archive)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         partial.rename(destination)
     return destination
+
+
+def _extract_member(zf: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path, archive: Path):
+    """Write one member; a damaged or unsupported member is a one-line error naming it."""
+    if member.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with zf.open(member) as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+        raise KoinError(f"{archive} is damaged: member {member.filename!r} ({err})") from err
+    except (RuntimeError, NotImplementedError) as err:  # encrypted, or an exotic compression
+        raise KoinError(f"cannot extract {member.filename!r} from {archive} ({err})") from err
+    except OSError as err:
+        raise KoinError(
+            f"cannot write {target} while extracting {archive} ({err.strerror or err})"
+        ) from err
 
 
 def extract_zip_cached(archive: Path, cache_root: Path) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -181,13 +182,36 @@ def _decode(value: Any, min_side: int) -> torch.Tensor:
     return v2.functional.pil_to_tensor(image)
 
 
+class AugmentationClock:
+    """The epoch number the training transform keys its randomness on.
+
+    A Trainer callback (koin_hf.training) advances it at each epoch start. Keying augmentation
+    on (seed, epoch, image content) instead of the global RNG makes it reproducible across
+    resumes, worker counts and processes: Trainer prefetches a batch before it restores the RNG
+    state of a checkpoint, so global-RNG augmentation cannot resume exactly.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.epoch = 0
+
+    def sample_seed(self, image_bytes: bytes | None) -> int:
+        content = zlib.crc32(image_bytes) if image_bytes else 0
+        return hash((self.seed, self.epoch, content)) & 0x7FFF_FFFF
+
+
 def make_train_transform(
-    processor: Any, image_column: str = "image", label_column: str = "label", scale=(0.5, 1.0)
+    processor: Any,
+    image_column: str = "image",
+    label_column: str = "label",
+    scale: tuple[float, float] = (0.5, 1.0),
+    clock: AugmentationClock | None = None,
 ) -> Callable[[dict[str, list]], dict[str, Any]]:
-    """Batch transform for `with_transform`: decode small, augment in uint8, normalise last.
+    """Batch transform for `set_transform`: decode small, augment in uint8, normalise last.
 
     Crop scale starts at 0.5 rather than torchvision's 0.08: a face cropped to 8% of a stage
-    photo is usually no face at all.
+    photo is usually no face at all. With a `clock`, each image's augmentation is seeded from
+    (seed, epoch, image bytes) so it does not depend on what else drew random numbers.
     """
     height, width = processor_input_size(processor)
     mean, std = processor_normalization(processor)
@@ -201,8 +225,18 @@ def make_train_transform(
     )
     decode_side = max(height, width)
 
+    def augment_one(value: Any) -> torch.Tensor:
+        pixels = _decode(value, decode_side)
+        if clock is None:
+            return augment(pixels)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(
+                clock.sample_seed(value.get("bytes") if isinstance(value, dict) else None)
+            )
+            return augment(pixels)
+
     def transform(batch: dict[str, list]) -> dict[str, Any]:
-        pixels = [augment(_decode(value, decode_side)) for value in batch[image_column]]
+        pixels = [augment_one(value) for value in batch[image_column]]
         return {"pixel_values": torch.stack(pixels), "labels": torch.as_tensor(batch[label_column])}
 
     return transform

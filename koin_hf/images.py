@@ -8,10 +8,13 @@ one place, so the dataset builder, the training transforms and `koin predict` ag
 from __future__ import annotations
 
 import io
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL.JpegImagePlugin import JpegImageFile
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -64,37 +67,128 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image
 
 
+def file_problem(path: Path) -> str | None:
+    """Why an existing directory entry cannot be read as a file, or None when it can.
+
+    Checked before opening so that a FIFO named like a photo cannot block the build, and so that
+    broken links, folders and permission problems get a reason instead of an OSError.
+    """
+    try:
+        info = path.stat()  # follows symbolic links
+    except FileNotFoundError:
+        return "unreadable (broken symbolic link)" if path.is_symlink() else "unreadable (missing)"
+    except OSError as err:
+        return f"unreadable ({err.strerror or err})"
+    if stat.S_ISDIR(info.st_mode):
+        return "a folder, not an image file"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (device, pipe or socket)"
+    if not os.access(path, os.R_OK):
+        return "unreadable (permission denied)"
+    return None
+
+
+def _open_source(source: str | Path | bytes) -> io.BufferedIOBase:
+    if isinstance(source, bytes):
+        return io.BytesIO(source)
+    problem = file_problem(Path(source))
+    if problem:
+        raise UnusableImage(problem)
+    try:
+        return open(source, "rb")  # noqa: SIM115 - closed by the caller's `with`
+    except OSError as err:
+        raise UnusableImage(f"unreadable ({err.strerror or err})") from err
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(ExifTags.Base.Orientation, 1) or 1)
+    except Exception:  # a malformed EXIF block must not cost the photo
+        return 1
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    if _exif_orientation(image) == 1:
+        return image
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # malformed EXIF: keep the pixels as stored rather than lose the image
+        return image
+
+
+def _decode_opened(stream: io.BufferedIOBase, max_shorter_side: int | None) -> Image.Image:
+    """Decode an open stream; every decoder failure becomes an UnusableImage with a reason."""
+    if not stream.read(1):
+        raise UnusableImage("empty file (0 bytes)")
+    stream.seek(0)
+    try:
+        image = Image.open(stream)
+        if max_shorter_side and isinstance(image, JpegImageFile):  # JPEG and phone MPO files
+            # draft keeps both sides >= the request, so the resize below still has detail.
+            image.draft("RGB", (max_shorter_side, max_shorter_side))
+        image.load()
+        return _to_rgb(_upright(image))
+    except UnusableImage:
+        raise
+    except Image.DecompressionBombError as err:
+        raise UnusableImage(f"image too large ({err})") from err
+    except UnidentifiedImageError as err:
+        raise UnusableImage("not a readable image (unknown or corrupt format)") from err
+    except MemoryError as err:
+        raise UnusableImage("image too large to decode in memory") from err
+    except Exception as err:
+        # Malformed files surface as OSError, SyntaxError, ValueError, struct.error, EOFError,
+        # IndexError... depending on the codec: any of them means "this file is unusable".
+        raise UnusableImage(f"corrupt or truncated image ({type(err).__name__}: {err})") from err
+
+
 def decode_rgb(source: str | Path | bytes, max_shorter_side: int | None = None) -> Image.Image:
     """Decode a file or bytes into an upright RGB image, optionally downscaled.
 
     `max_shorter_side` caps the shorter side; JPEGs are then decoded at reduced size straight
     from the DCT (Pillow's draft mode), which is several times cheaper than a full decode.
-    Raises UnusableImage with a human-readable reason.
+    Raises UnusableImage with a human-readable reason, never a codec-specific exception.
     """
-    try:
-        stream = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
-    except OSError as err:
-        raise UnusableImage(f"unreadable ({err.strerror or err})") from err
-    with stream:
-        data_start = stream.read(1)
-        if not data_start:
-            raise UnusableImage("empty file (0 bytes)")
-        stream.seek(0)
-        try:
-            image = Image.open(stream)
-            if max_shorter_side and image.format == "JPEG":
-                # draft keeps both sides >= the request, so the resize below still has detail.
-                image.draft("RGB", (max_shorter_side, max_shorter_side))
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            image = _to_rgb(image)
-        except Image.DecompressionBombError as err:
-            raise UnusableImage(f"image too large ({err})") from err
-        except (OSError, SyntaxError, ValueError) as err:
-            raise UnusableImage(f"corrupt or truncated image ({err})") from err
+    with _open_source(source) as stream:
+        image = _decode_opened(stream, max_shorter_side)
     if max_shorter_side:
         image = downscale(image, max_shorter_side)
     return image
+
+
+def image_bytes_for_dataset(
+    source: str | Path, max_shorter_side: int | None = None, quality: int = 95
+) -> bytes:
+    """The bytes the prepared dataset stores for one photo: always an upright RGB JPEG.
+
+    A JPEG that is already RGB, upright and small enough is stored as it is (after a full
+    decode proves it intact): re-encoding would only lose quality. Everything else is decoded,
+    normalised and re-encoded. Raises UnusableImage with the skip reason.
+    """
+    with _open_source(source) as stream:
+        original = stream.read()
+    if not original:
+        raise UnusableImage("empty file (0 bytes)")
+    image = _decode_opened(io.BytesIO(original), max_shorter_side)
+    if _is_storable_as_is(original, max_shorter_side):
+        return original
+    if max_shorter_side:
+        image = downscale(image, max_shorter_side)
+    return encode_jpeg(image, quality)
+
+
+def _is_storable_as_is(data: bytes, max_shorter_side: int | None) -> bool:
+    """True for an RGB, upright JPEG whose shorter side needs no reduction."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return (
+                image.format == "JPEG"
+                and image.mode == "RGB"
+                and _exif_orientation(image) == 1
+                and (not max_shorter_side or min(image.size) <= max_shorter_side)
+            )
+    except Exception:
+        return False
 
 
 def downscale(image: Image.Image, max_shorter_side: int) -> Image.Image:

@@ -27,7 +27,5 @@ def register(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from koin_hf.prepare import prepare_koin
 
-    prepare_koin(
-        args.raw_dir, args.out_dir, image_size=args.image_size or None, num_proc=args.num_proc
-    )
+    prepare_koin(args.raw_dir, args.out_dir, image_size=args.image_size, num_proc=args.num_proc)
     return 0

@@ -76,7 +76,9 @@ def top_k_credit(scores, references, k: int) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     references = np.asarray(references)
     if scores.ndim != 2:
-        raise ValueError(f"predictions must be 2-D (n x n_classes scores), got shape {scores.shape}.")
+        raise ValueError(
+            f"predictions must be 2-D (n x n_classes scores), got shape {scores.shape}."
+        )
     if references.shape != (scores.shape[0],):
         raise ValueError(
             f"references must hold one class index per prediction row: got {references.shape[0]} "
@@ -102,11 +104,16 @@ def top_k_accuracies(scores, references, k=DEFAULT_K) -> dict[str, float]:
     """{"top1_accuracy": .., "top3_accuracy": ..} for scores (n x C) and int references (n)."""
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2:
-        raise ValueError(f"predictions must be 2-D (n x n_classes scores), got shape {scores.shape}.")
+        raise ValueError(
+            f"predictions must be 2-D (n x n_classes scores), got shape {scores.shape}."
+        )
     ks = normalize_k(k, scores.shape[1])
     if scores.shape[0] == 0:
         raise ValueError("top-k accuracy of zero examples is undefined.")
-    return {f"top{value}_accuracy": float(top_k_credit(scores, references, value).mean()) for value in ks}
+    return {
+        f"top{value}_accuracy": float(top_k_credit(scores, references, value).mean())
+        for value in ks
+    }
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -124,11 +131,11 @@ class TopKAccuracy(evaluate.Metric):
                     "references": datasets.Value("int64"),
                 }
             ),
-            format="numpy",
             reference_urls=["https://arxiv.org/abs/2310.09756"],
         )
 
     def _compute(self, predictions, references, k=DEFAULT_K) -> dict[str, float]:
-        # With format="numpy" equal-length rows arrive as one 2-D array; stack in case they do not.
-        scores = np.stack(list(predictions)) if getattr(predictions, "ndim", 2) == 1 else predictions
-        return top_k_accuracies(scores, references, k)
+        # Rows arrive as Python lists (evaluate's numpy format takes scalar features only).
+        return top_k_accuracies(
+            np.asarray(predictions, dtype=np.float64), np.asarray(references), k
+        )

@@ -1,0 +1,129 @@
+"""`koin evaluate MODEL --dataset DATA`: top-1/top-3 on normal, hard and group, plus reports."""
+
+from __future__ import annotations
+
+import argparse
+
+from koin_hf.evaluation import KOIN_CONFIGS
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        help="any pipeline('image-classification') model: a koin-hf output dir, a Hub id, ...; "
+        "with --zero-shot a CLIPModel dir or Hub id",
+    )
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="prepared KoIn dataset: a folder (koin prepare) or Hub id (default: the dataset named "
+        "in MODEL/koin_training.json, i.e. the one the model was trained on)",
+    )
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=None,
+        metavar="CONFIG",
+        help=f"configs to score (default: {' '.join(KOIN_CONFIGS)}, skipping any the dataset "
+        "lacks; configs named here must exist)",
+    )
+    parser.add_argument("--split", default="test", help="split of each config (default: test)")
+    parser.add_argument(
+        "--output_dir",
+        "--output-dir",
+        default=None,
+        help="where metrics.json, report.md, predictions CSVs and plots go "
+        "(default: ./koin_eval/<model>)",
+    )
+    parser.add_argument("--batch_size", "--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--num_workers",
+        "--num-workers",
+        type=int,
+        default=0,
+        help="processes decoding and preprocessing images while the model runs (default 0)",
+    )
+    parser.add_argument(
+        "--zero-shot",
+        "--zero_shot",
+        dest="zero_shot",
+        action="store_true",
+        help="score a CLIPModel with class-name prompts, no training",
+    )
+    parser.add_argument(
+        "--prompt_template",
+        "--prompt-template",
+        action="append",
+        default=None,
+        metavar="TEMPLATE",
+        help="zero-shot prompt with {name}; repeat the flag to average several "
+        "(default: 'a photo of {name}.')",
+    )
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: cuda when available, else cpu)"
+    )
+    parser.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
+
+
+def _default_output_dir(model: str):
+    import re
+    from pathlib import Path
+
+    # Not inside the model dir: `koin push` uploads that folder, and reports do not belong there.
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model.rstrip("/")).strip("-.") or "model"
+    return Path("koin_eval") / slug
+
+
+def _dataset_from_training_record(model: str) -> str:
+    """The dataset a koin-hf model was trained on, from its koin_training.json."""
+    import json
+    from pathlib import Path
+
+    from koin_hf.errors import KoinError
+
+    record = Path(model) / "koin_training.json"
+    if not record.is_file():
+        raise KoinError(f"pass --dataset: {model} has no koin_training.json naming its dataset.")
+    info = json.loads(record.read_text(encoding="utf-8"))
+    data_args = info.get("data_args") or {}
+    if data_args.get("dataset_name"):
+        return str(data_args["dataset_name"])
+    from koin_hf.data import ensure_default_dataset
+
+    # Trained on the embedded synthetic KoIn: the same generated set (cached after training).
+    return str(ensure_default_dataset(num_classes=data_args.get("synthetic_num_classes", 10)))
+
+
+def run(args: argparse.Namespace) -> int:
+    from koin_hf.errors import KoinError
+    from koin_hf.evaluation import evaluate_model
+
+    if args.prompt_template and not args.zero_shot:
+        raise KoinError("--prompt_template only applies with --zero-shot.")
+    output_dir = args.output_dir or _default_output_dir(args.model)
+    dataset = args.dataset or _dataset_from_training_record(args.model)
+    print(f"dataset: {dataset}")
+    results = evaluate_model(
+        args.model,
+        dataset,
+        configs=args.configs,
+        batch_size=args.batch_size,
+        output_dir=output_dir,
+        split=args.split,
+        zero_shot=args.zero_shot,
+        prompt_template=args.prompt_template,
+        device=args.device,
+        plots=args.plots,
+        num_workers=args.num_workers,
+    )
+    print(f"\n{'test set':<10} {'images':>7} {'top-1':>8} {'top-3':>8}")
+    for config, metrics in results["configs"].items():
+        top1, top3 = metrics.get("top1_accuracy"), metrics.get("top3_accuracy")
+        cells = [f"{100 * v:7.2f}%" if v is not None else f"{'-':>8}" for v in (top1, top3)]
+        print(f"{config:<10} {metrics['n']:>7} {cells[0]} {cells[1]}")
+    for shift, entry in results["robustness"].items():
+        drop = entry.get("top1_accuracy")
+        if drop:
+            print(f"{shift}: top-1 drop {drop['absolute_drop_points']:.2f} points")
+    print(f"\nwrote {output_dir}/metrics.json and {output_dir}/report.md")
+    return 0

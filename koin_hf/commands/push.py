@@ -1,0 +1,55 @@
+"""`koin push MODEL_DIR --repo-id user/name`: upload a trained model folder with its card."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_hub_arguments(parser: argparse.ArgumentParser, example: str) -> None:
+    """Flags shared by `koin push` and `koin push-dataset`."""
+    parser.add_argument("--repo-id", required=True, help=f"Hub repository, e.g. {example}")
+    parser.add_argument(
+        "--private",
+        action="store_true",
+        help="create the repo as private (an existing repo keeps its visibility)",
+    )
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="Hub token with write access (default: HF_TOKEN or the `hf auth login` token; "
+        "prefer those, a token on the command line lands in shell history)",
+    )
+    parser.add_argument(
+        "--revision", default=None, help="branch to commit to, created if missing (default: main)"
+    )
+    parser.add_argument("--commit-message", default=None, help="commit message")
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model_dir",
+        help="trained model folder (config.json, model.safetensors, koin_training.json, ...)",
+    )
+    add_hub_arguments(parser, "user/koin-vit-5shot")
+    parser.add_argument(
+        "--overwrite-card",
+        action="store_true",
+        help="replace an existing README.md with a freshly rendered model card",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from koin_hf.hub import push_model
+
+    url, commit = push_model(
+        args.model_dir,
+        args.repo_id,
+        private=args.private,
+        token=args.token,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        overwrite_card=args.overwrite_card,
+    )
+    print(f"Pushed {args.model_dir} to {url}")
+    print(f"commit {commit}")
+    return 0

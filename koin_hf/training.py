@@ -1,0 +1,375 @@
+"""Trainer assembly: everything `train.py` does, from arguments to a pipeline-ready model dir.
+
+The steps, in order: resolve the dataset (the embedded synthetic KoIn by default), carve a
+stratified validation split from train (never from a test set: the KoIn notebooks selected on
+test), optionally draw N shots per class, build the model from the family registry, wrap it with
+LoRA or freeze its backbone, train with the transformers Trainer under Accelerate while scoring
+validation and every test config, then save a merged model that `pipeline()` loads without peft.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import transformers
+from peft import PeftModel
+from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer, TrainerCallback, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from koin_hf import __version__, lora, models
+from koin_hf import data as koin_data
+from koin_hf.arguments import DataArguments, KoinTrainingArguments, ModelArguments, parse_arguments
+from koin_hf.errors import KoinError
+from koin_hf.metrics import make_compute_metrics
+
+logger = logging.getLogger("koin_hf.training")
+
+TRAINING_INFO_FILE = "koin_training.json"
+FEWSHOT_IDS_FILE = "fewshot_ids.json"
+
+
+def load_checkpoint_weights(model: PreTrainedModel, checkpoint: str) -> None:
+    """Load a checkpoint's weights into `model` through from_pretrained, strictly.
+
+    transformers 5 writes checkpoints under legacy parameter names (ViT's
+    `encoder.layer.N.attention.attention.query`, ...) and renames them inside from_pretrained,
+    but Trainer's resume and load-best-model paths call `load_state_dict(strict=False)` on the raw
+    file: every renamed layer silently keeps its current weights. Measured here: a resumed ViT
+    run diverged from an uninterrupted one, and the "best" model was a hybrid.
+    """
+    restored = type(model).from_pretrained(checkpoint, dtype=next(model.parameters()).dtype)
+    model.load_state_dict(restored.state_dict(), strict=True)
+
+
+class KoinTrainer(Trainer):
+    """Trainer with koin-hf's model card on push and checkpoint loading that renames keys."""
+
+    def _loads_plain_weights(self, model: Any) -> bool:
+        return (
+            isinstance(model, PreTrainedModel)
+            and not isinstance(model, PeftModel)
+            and not self.is_fsdp_enabled
+            and not self.is_deepspeed_enabled
+        )
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        target = model if model is not None else self.model
+        if not self._loads_plain_weights(target):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        logger.info("loading model weights from %s", resume_from_checkpoint)
+        load_checkpoint_weights(target, resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        if not self._loads_plain_weights(model) or self.state.best_model_checkpoint is None:
+            return super()._load_best_model()
+        logger.info("loading the best checkpoint %s", self.state.best_model_checkpoint)
+        load_checkpoint_weights(model, self.state.best_model_checkpoint)
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        from koin_hf.hub import write_model_card
+
+        if self.is_world_process_zero():
+            write_model_card(self.args.output_dir, repo_id=self.args.hub_model_id)
+
+
+class AugmentationClockCallback(TrainerCallback):
+    """Tells the training transform which epoch it is augmenting (see AugmentationClock)."""
+
+    def __init__(self, clock: koin_data.AugmentationClock) -> None:
+        self.clock = clock
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # state.epoch is fractional when resuming mid-epoch; the epsilon guards 0.9999999.
+        self.clock.epoch = int((state.epoch or 0) + 1e-6)
+
+
+def _compute_metrics_counting_samples():
+    """Top-1/top-3 plus how many predictions reached the metric.
+
+    Under several processes the distributed sampler pads the last batch with duplicates and
+    `gather_for_metrics` must drop them; `eval_<set>_num_samples` lets anyone check it did.
+    """
+    top_k = make_compute_metrics()
+
+    def compute(prediction) -> dict[str, float]:
+        return {**top_k(prediction), "num_samples": int(len(prediction.label_ids))}
+
+    return compute
+
+
+def _default_output_dir(model_name_or_path: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(model_name_or_path).name or model_name_or_path)
+    return f"outputs/koin-{slug.strip('-') or 'model'}"
+
+
+def _load_splits(data_args: DataArguments, seed: int):
+    """Train / validation / few-shot sample, and the test sets to score, with their checks."""
+    dataset_name = data_args.dataset_name or str(
+        koin_data.ensure_default_dataset(num_classes=data_args.synthetic_num_classes)
+    )
+    image_col, label_col = data_args.image_column_name, data_args.label_column_name
+    train_dict = koin_data.load_prepared(dataset_name, data_args.dataset_config_name)
+    if "train" not in train_dict:
+        raise KoinError(
+            f"config {data_args.dataset_config_name!r} of {dataset_name} has no train split "
+            f"(splits: {', '.join(train_dict)})"
+        )
+    where = f"{dataset_name} ({data_args.dataset_config_name})"
+    koin_data.check_columns(train_dict["train"].features, image_col, label_col, where)
+    names = koin_data.label_names(train_dict["train"], label_col)
+
+    if "validation" in train_dict:
+        train, validation = train_dict["train"], train_dict["validation"]
+    else:
+        train, validation = koin_data.stratified_split(
+            train_dict["train"], data_args.train_val_split, seed, label_col
+        )
+    if data_args.shots_per_class:
+        train = koin_data.sample_few_shot(train, data_args.shots_per_class, seed, label_col)
+
+    eval_sets = {"validation": validation}
+    for config in data_args.eval_config_names:
+        try:
+            test = koin_data.load_prepared(dataset_name, config).get("test")
+        except KoinError:
+            logger.warning("dataset %s has no %r config: not scored", dataset_name, config)
+            continue
+        if test is None:
+            logger.warning("config %r of %s has no test split: not scored", config, dataset_name)
+            continue
+        koin_data.check_columns(test.features, image_col, label_col, f"{dataset_name} ({config})")
+        if koin_data.label_names(test, label_col) != names:
+            raise KoinError(
+                f"the {config!r} config of {dataset_name} has other class names than the training config"
+            )
+        if data_args.max_eval_samples:
+            test = test.select(range(min(len(test), data_args.max_eval_samples)))
+        eval_sets[config] = test
+    return dataset_name, names, train, eval_sets
+
+
+def _prepare_model(model_args: ModelArguments, names: list[str], seed: int):
+    model, processor, family = models.load_model_and_processor(
+        model_args.model_name_or_path,
+        names,
+        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        seed=seed,
+    )
+    if model_args.zero_shot_head_init:
+        if family.name != "clip":
+            raise KoinError(
+                f"--zero_shot_head_init needs a CLIP model, not the {family.name!r} family"
+            )
+        from koin_hf.zero_shot import init_head_from_text, zero_shot_text_embeddings
+
+        embeddings = zero_shot_text_embeddings(
+            model_args.model_name_or_path, names, model_args.prompt_template
+        )
+        init_head_from_text(model, embeddings)
+    if model_args.lora and model_args.freeze_backbone:
+        raise KoinError("choose one of --lora and --freeze_backbone")
+    if model_args.lora:
+        config = lora.lora_config(
+            family,
+            r=model_args.lora_r,
+            alpha=model_args.lora_alpha,
+            dropout=model_args.lora_dropout,
+            target_modules=model_args.lora_target_modules or None,
+        )
+        model = lora.apply_lora(model, family, config)
+    elif model_args.freeze_backbone:
+        lora.freeze_backbone(model, family)
+    trainable, total = lora.count_parameters(model)
+    logger.info(
+        "trainable parameters: %s of %s (%.2f%%)",
+        f"{trainable:,}",
+        f"{total:,}",
+        100 * trainable / total,
+    )
+    return model, processor, family, (trainable, total)
+
+
+def _base_model(model_name_or_path: str, family: models.ModelFamily) -> str:
+    """What the card's `base_model` should name: the checkpoint a family name stands for."""
+    if model_name_or_path == family.name:
+        return family.default_checkpoint
+    return model_name_or_path
+
+
+def _method(model_args: ModelArguments) -> str:
+    return "lora" if model_args.lora else "linear_probe" if model_args.freeze_backbone else "full"
+
+
+def _precision(args: KoinTrainingArguments) -> str:
+    return "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+
+
+def results_table(metrics: dict[str, float], eval_sets: dict[str, Any]) -> str:
+    """The short end-of-run table: one row per scored set."""
+    lines = [f"{'set':<11} {'images':>7} {'top-1':>7} {'top-3':>7}", "-" * 35]
+    for name in eval_sets:
+        top1 = metrics.get(f"eval_{name}_top1_accuracy")
+        top3 = metrics.get(f"eval_{name}_top3_accuracy")
+        if top1 is None:
+            continue
+        top3_text = f"{100 * top3:6.2f}%" if top3 is not None else "    n/a"
+        lines.append(f"{name:<11} {len(eval_sets[name]):>7} {100 * top1:6.2f}% {top3_text}")
+    return "\n".join(lines)
+
+
+def _save_outputs(
+    trainer, model_args, data_args, training_args, family, processor, info: dict[str, Any]
+) -> None:
+    """Merged weights, real id2label, processor, and the files koin evaluate / push read."""
+    output_dir = Path(training_args.output_dir)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if model_args.lora:
+        if model_args.save_adapter and trainer.is_world_process_zero():
+            model.save_pretrained(output_dir / "adapter")
+        # Merge so pipeline() never meets an adapter it would silently skip (transformers #36480).
+        model = lora.merge_lora(model)
+    trainer.model = trainer.model_wrapped = model  # what Trainer's own push_to_hub will save
+    if trainer.is_world_process_zero():
+        model.save_pretrained(output_dir, safe_serialization=True)
+        processor.save_pretrained(output_dir)
+        (output_dir / TRAINING_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def run_training(
+    model_args: ModelArguments, data_args: DataArguments, training_args: KoinTrainingArguments
+) -> dict[str, float]:
+    """Train, evaluate, save; return every final metric (also in OUTPUT_DIR/all_results.json)."""
+    started = time.time()
+    if training_args.output_dir in (None, "trainer_output"):
+        training_args.output_dir = _default_output_dir(model_args.model_name_or_path)
+    set_seed(training_args.seed)
+    with training_args.main_process_first(desc="preparing the dataset"):
+        dataset_name, names, train, eval_sets = _load_splits(data_args, training_args.seed)
+    model, processor, family, (trainable, total) = _prepare_model(
+        model_args, names, training_args.seed
+    )
+
+    image_col, label_col = data_args.image_column_name, data_args.label_column_name
+    # Training images are decoded by our transform (reduced-size JPEG decode), not by datasets.
+    train = train.cast_column(image_col, datasets.Image(decode=False))
+    clock = koin_data.AugmentationClock(training_args.seed)
+    train.set_transform(
+        koin_data.make_train_transform(processor, image_col, label_col, clock=clock)
+    )
+    eval_transform = koin_data.make_eval_transform(processor, image_col, label_col)
+    for dataset in eval_sets.values():
+        dataset.set_transform(eval_transform)
+
+    callbacks: list[TrainerCallback] = [AugmentationClockCallback(clock)]
+    if training_args.early_stopping_patience:
+        callbacks.append(
+            EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience)
+        )
+    trainer = KoinTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=eval_sets,
+        data_collator=koin_data.collate,
+        compute_metrics=_compute_metrics_counting_samples(),
+        processing_class=processor,
+        callbacks=callbacks,
+    )
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint in ("last", "latest", "true", "True"):
+        checkpoint = get_last_checkpoint(training_args.output_dir)
+        if checkpoint is None:
+            raise KoinError(
+                f"--resume_from_checkpoint last: no checkpoint in {training_args.output_dir}"
+            )
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = dict(train_result.metrics)
+    metrics.update(trainer.evaluate())  # the best checkpoint (load_best_model_at_end), every set
+    metrics.update({f"eval_{name}_num_images": len(dataset) for name, dataset in eval_sets.items()})
+    metrics["train_num_images"] = len(train)
+    trainer.save_metrics("all", metrics)
+
+    info = {
+        "koin_hf_version": __version__,
+        "transformers_version": transformers.__version__,
+        "family": family.name,
+        "base_model": _base_model(model_args.model_name_or_path, family),
+        "method": _method(model_args),
+        "lora": {
+            "r": model_args.lora_r,
+            "alpha": model_args.lora_alpha,
+            "dropout": model_args.lora_dropout,
+            "target_modules": list(model_args.lora_target_modules or family.lora_target_modules),
+        }
+        if model_args.lora
+        else None,
+        "zero_shot_head_init": model_args.zero_shot_head_init,
+        "shots_per_class": data_args.shots_per_class,
+        "seed": training_args.seed,
+        "num_train_epochs": training_args.num_train_epochs,
+        "global_steps": trainer.state.global_step,
+        "learning_rate": training_args.learning_rate,
+        "precision": _precision(training_args),
+        "world_size": training_args.world_size,
+        "dataset": dataset_name if data_args.dataset_name else "synthetic-koin (embedded)",
+        "dataset_config": data_args.dataset_config_name,
+        "eval_sets": list(eval_sets),
+        "train_images": len(train),
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "best_checkpoint_metric": training_args.metric_for_best_model,
+        "train_seconds": round(time.time() - started, 1),
+        "data_args": asdict(data_args),
+    }
+    if (
+        data_args.shots_per_class
+        and trainer.is_world_process_zero()
+        and "image_id" in train.column_names
+    ):
+        ids = sorted(train.with_format(None, columns=["image_id"])["image_id"])
+        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(training_args.output_dir) / FEWSHOT_IDS_FILE).write_text(
+            json.dumps(
+                {
+                    "shots_per_class": data_args.shots_per_class,
+                    "seed": training_args.seed,
+                    "image_ids": ids,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    _save_outputs(trainer, model_args, data_args, training_args, family, processor, info)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(commit_message="koin-hf: end of training")
+    if trainer.is_world_process_zero():
+        print("\n" + results_table(metrics, eval_sets))
+        print(f"\nSaved a pipeline-ready model to {training_args.output_dir}")
+    return {
+        key: float(value)
+        for key, value in metrics.items()
+        if isinstance(value, (int, float, np.floating))
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
+    )
+    transformers.utils.logging.set_verbosity_warning()
+    datasets.utils.logging.set_verbosity_warning()
+    try:
+        run_training(*parse_arguments(argv))
+    except KoinError as err:
+        print(f"train.py: error: {err}")
+        return 2
+    return 0

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import HubStrategy, IntervalStrategy, SaveStrategy
@@ -91,6 +92,15 @@ class DataArguments:
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "debugging: score at most N images per eval set"}
     )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "read the train split as a stream (datasets too large for the disk); needs --max_steps"
+        },
+    )
+    shuffle_buffer_size: int = field(
+        default=2048, metadata={"help": "with --streaming: examples held in the shuffle buffer"}
+    )
     synthetic_num_classes: int = field(
         default=10,
         metadata={"help": "identities in the embedded synthetic KoIn (no --dataset_name)"},
@@ -130,6 +140,24 @@ class KoinTrainingArguments(TrainingArguments):
     )
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "stop after N evaluations without validation improvement"}
+    )
+
+    def __post_init__(self) -> None:
+        # On a machine without an accelerator, transformers only treats a torchrun/accelerate
+        # multi-process launch as distributed when use_cpu is set; otherwise every process
+        # trains alone on its full copy of the data. Default it, so `accelerate launch
+        # --multi_gpu --num_processes 2 train.py` is a real gloo DDP run on CPUs too.
+        if not self.use_cpu and not _has_accelerator():
+            self.use_cpu = True
+        super().__post_init__()
+
+
+def _has_accelerator() -> bool:
+    xpu = getattr(torch, "xpu", None)
+    return bool(
+        torch.cuda.is_available()
+        or torch.backends.mps.is_available()
+        or (xpu is not None and xpu.is_available())
     )
 
 

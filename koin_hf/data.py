@@ -28,18 +28,29 @@ EVAL_CONFIGS = ("normal", "hard", "group")
 
 
 def load_prepared(
-    name_or_path: str | os.PathLike, config_name: str, *, streaming: bool = False
-) -> datasets.DatasetDict | datasets.IterableDatasetDict:
-    """`load_dataset(name_or_path, config_name)` with one-sentence errors for the usual mistakes."""
+    name_or_path: str | os.PathLike,
+    config_name: str,
+    *,
+    split: str | None = None,
+    streaming: bool = False,
+):
+    """`load_dataset(name_or_path, config_name)` with one-sentence errors for the usual mistakes.
+
+    Returns a DatasetDict (IterableDatasetDict when streaming), or one split when `split` is given.
+    """
     name = str(name_or_path)
     try:
-        return datasets.load_dataset(name, config_name, streaming=streaming)
+        return datasets.load_dataset(name, config_name, split=split, streaming=streaming)
     except ValueError as err:
         message = str(err)
-        if "not found" in message and ("config" in message.lower()):
+        if "not found" in message and "config" in message.lower():
             available = available_configs(name)
             raise KoinError(
                 f"dataset {name} has no config {config_name!r}; available: {', '.join(available) or 'none'}"
+            ) from err
+        if split and ("split" in message.lower()):
+            raise KoinError(
+                f"config {config_name!r} of dataset {name} has no {split!r} split"
             ) from err
         raise
     except FileNotFoundError as err:
@@ -145,7 +156,10 @@ def processor_input_size(processor: Any) -> tuple[int, int]:
     if data_config and "input_size" in data_config:
         _, height, width = data_config["input_size"]
         return int(height), int(width)
-    for attribute in ("crop_size", "size"):
+    # crop_size only matters when the processor crops (EfficientNet's Hub processor carries a
+    # crop_size of 289 with do_center_crop off and feeds 224 pixels).
+    attributes = ("crop_size", "size") if getattr(processor, "do_center_crop", False) else ("size",)
+    for attribute in attributes:
         size = getattr(processor, attribute, None)
         if not size:
             continue
@@ -257,6 +271,14 @@ def make_eval_transform(
         return {"pixel_values": pixels, "labels": torch.as_tensor(batch[label_column])}
 
     return transform
+
+
+def apply_transform(dataset, transform: Callable[[dict[str, list]], dict[str, Any]]):
+    """Attach a batch transform: lazily on a Dataset, as a batched map on a streamed one."""
+    if isinstance(dataset, datasets.IterableDataset):
+        return dataset.map(transform, batched=True, remove_columns=list(dataset.column_names or []))
+    dataset.set_transform(transform)
+    return dataset
 
 
 def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

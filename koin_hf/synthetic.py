@@ -73,8 +73,16 @@ HAIR_STYLES: list[tuple[str, str]] = [
     ("curly", "bangs"), ("bob", "side"), ("short", "slick"), ("long", "side"),
 ]  # fmt: skip
 
-_FAMILY_NAMES = ["Kim", "Lee", "Park", "Choi", "Jung", "Kang", "Cho", "Yoon", "Jang", "Lim", "Han", "Oh", "Seo", "Shin", "Kwon", "Hwang", "Ahn", "Song", "Yoo", "Hong", "Jeon", "Ko", "Moon", "Yang", "Son", "Bae", "Baek", "Heo", "Nam", "Noh"]
-_GIVEN_SYLLABLES = ["min", "ji", "seo", "hyun", "woo", "jin", "soo", "yeon", "eun", "ha", "joon", "young", "hye", "sung", "dong", "tae", "na", "ra", "bin", "hee", "kyung", "yoon", "jae", "ho", "seung", "won", "chan", "mi", "da", "ye", "so", "hoon", "gyu", "in"]
+_FAMILY_NAMES = (
+    "Kim", "Lee", "Park", "Choi", "Jung", "Kang", "Cho", "Yoon", "Jang", "Lim", "Han", "Oh",
+    "Seo", "Shin", "Kwon", "Hwang", "Ahn", "Song", "Yoo", "Hong", "Jeon", "Ko", "Moon", "Yang",
+    "Son", "Bae", "Baek", "Heo", "Nam", "Noh",
+)  # fmt: skip
+_GIVEN_SYLLABLES = (
+    "min", "ji", "seo", "hyun", "woo", "jin", "soo", "yeon", "eun", "ha", "joon", "young", "hye",
+    "sung", "dong", "tae", "na", "ra", "bin", "hee", "kyung", "yoon", "jae", "ho", "seung", "won",
+    "chan", "mi", "da", "ye", "so", "hoon", "gyu", "in",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -137,7 +145,9 @@ def _choice(rng: np.random.Generator, items: Sequence, weights: Sequence[float] 
     return items[int(rng.choice(len(items), p=p / p.sum()))]
 
 
-def random_identity(rng: np.random.Generator, hair_style: tuple[str, str] | None = None) -> Identity:
+def random_identity(
+    rng: np.random.Generator, hair_style: tuple[str, str] | None = None
+) -> Identity:
     """Draw one person. Classes and background people ("distractors") come from this alike."""
     tone = rng.uniform(0, len(_SKIN_TONES) - 1)
     low = int(tone)
@@ -209,7 +219,7 @@ def class_names(num_classes: int, seed: int = 0) -> list[str]:
     while len(names) < num_classes:
         family = _choice(rng, _FAMILY_NAMES)
         first, second = _choice(rng, _GIVEN_SYLLABLES), _choice(rng, _GIVEN_SYLLABLES)
-        if first == second:
+        if first == second or first == family.lower():
             continue
         name = f"{family} {first.capitalize()}-{second}"
         if name not in names:
@@ -319,7 +329,9 @@ def _draw_hair_back(sp: _Sprite, ident: Identity, colour: RGB, length: float) ->
     if back in ("long", "wavy", "bob"):
         bottom = {"long": h + 1.0, "wavy": h + 0.9, "bob": 0.62 * h}[back] * length
         rx = w * ident.hair_volume * (1.08 if back == "bob" else 1.0)
-        top_x, top_y = _ellipse_points(0, -0.12 * h, rx, h * 1.02, n=40, start=math.pi, stop=2 * math.pi)
+        top_x, top_y = _ellipse_points(
+            0, -0.12 * h, rx, h * 1.02, n=40, start=math.pi, stop=2 * math.pi
+        )
         flare = 1.25 if back != "bob" else 1.08
         side = np.linspace(0, 1, 14)
         right_x = rx * (1 + (flare - 1) * side)
@@ -339,7 +351,9 @@ def _draw_hair_back(sp: _Sprite, ident: Identity, colour: RGB, length: float) ->
         sp.ellipse(0, -1.12 * h - 0.12, 0.34 * w, 0.28 * w, colour)
     elif back == "curly":
         for t in np.linspace(math.pi * 1.02, math.pi * 1.98, 11):
-            sp.ellipse(rx * 1.0 * math.cos(t), -0.12 * h + h * 1.0 * math.sin(t), 0.2 * w, 0.2 * w, colour)
+            sp.ellipse(
+                rx * 1.0 * math.cos(t), -0.12 * h + h * 1.0 * math.sin(t), 0.2 * w, 0.2 * w, colour
+            )
 
 
 def _hairline(ident: Identity, xs: np.ndarray, reach: float) -> np.ndarray:
@@ -387,8 +401,9 @@ def _draw_fringe(sp: _Sprite, ident: Identity, colour: RGB) -> None:
             sp.line(np.array([x_start, x_start * 1.1]), np.array([y_start, y_end]), strand, 0.025)
 
 
-def _draw_eye(sp: _Sprite, ident: Identity, look: Look, cx: float, cy: float, side: int,
-              size: float) -> None:  # fmt: skip
+def _draw_eye(
+    sp: _Sprite, ident: Identity, look: Look, cx: float, cy: float, side: int, size: float
+) -> None:
     w, h = ident.eye_w * size, ident.eye_h
     t = np.linspace(math.pi, 0, 15)
     ux, uy = w * np.cos(t), -h * np.sin(t) ** 0.85
@@ -416,10 +431,19 @@ def _draw_eye(sp: _Sprite, ident: Identity, look: Look, cx: float, cy: float, si
     ix, iy = sp.to_px(cx + (look.gaze * w * 0.3), cy - 0.15 * h)
     r = 0.95 * h * sp.px
     draw.ellipse((ix - x0 - r, iy - y0 - r, ix - x0 + r, iy - y0 + r), fill=ident.iris)
-    draw.ellipse((ix - x0 - r / 2, iy - y0 - r / 2, ix - x0 + r / 2, iy - y0 + r / 2), fill=(12, 10, 10))
+    draw.ellipse(
+        (ix - x0 - r / 2, iy - y0 - r / 2, ix - x0 + r / 2, iy - y0 + r / 2), fill=(12, 10, 10)
+    )
     hl = r * 0.28
-    draw.ellipse((ix - x0 + r * 0.2 - hl, iy - y0 - r * 0.45 - hl, ix - x0 + r * 0.2 + hl,
-                  iy - y0 - r * 0.45 + hl), fill=(250, 250, 250))  # fmt: skip
+    draw.ellipse(
+        (
+            ix - x0 + r * 0.2 - hl,
+            iy - y0 - r * 0.45 - hl,
+            ix - x0 + r * 0.2 + hl,
+            iy - y0 - r * 0.45 + hl,
+        ),
+        fill=(250, 250, 250),
+    )
     sp.rgb.paste(eye_img, (x0, y0), eye_mask)
     top_x, top_y = place(ux, uy)
     sp.line(top_x, top_y, lash, 0.045 if ident.eyeliner else 0.03)
@@ -431,16 +455,20 @@ def _draw_eye(sp: _Sprite, ident: Identity, look: Look, cx: float, cy: float, si
         sp.line(cx2, cy2, (*_shade(ident.skin, 0.72), 255), 0.015)
 
 
-def _draw_brow(sp: _Sprite, ident: Identity, cx: float, cy: float, side: int, colour: RGB,
-               size: float) -> None:  # fmt: skip
+def _draw_brow(
+    sp: _Sprite, ident: Identity, cx: float, cy: float, side: int, colour: RGB, size: float
+) -> None:
     w = ident.eye_w * size
     u = np.linspace(0, 1, 12)
     xs = cx + side * (-1.05 * w + u * 2.35 * w)
     base = cy - ident.eye_h - ident.brow_gap
     ys = base - ident.brow_arch * 4 * u * (1 - u) * 1.6 - ident.brow_slope * (u - 0.5)
     thick = ident.brow_thick * (1.0 - 0.55 * u**1.5)
-    sp.polygon(np.concatenate([xs, xs[::-1]]), np.concatenate([ys - thick / 2, (ys + thick / 2)[::-1]]),
-               colour)  # fmt: skip
+    sp.polygon(
+        np.concatenate([xs, xs[::-1]]),
+        np.concatenate([ys - thick / 2, (ys + thick / 2)[::-1]]),
+        colour,
+    )
 
 
 def _draw_mouth(sp: _Sprite, ident: Identity, look: Look, cx: float, cy: float) -> None:
@@ -457,11 +485,18 @@ def _draw_mouth(sp: _Sprite, ident: Identity, look: Look, cx: float, cy: float) 
     lower = lower_top + ident.lip_lower * np.clip(1 - u**2, 0, 1) ** 0.7
     lip = _mix(ident.lip_colour, ident.skin, 0.25 + 0.25 * look.lip_tint)
     if look.expression == "open":
-        sp.polygon(np.concatenate([xs, xs[::-1]]), np.concatenate([mid, lower_top[::-1]]), (96, 34, 40))
+        sp.polygon(
+            np.concatenate([xs, xs[::-1]]), np.concatenate([mid, lower_top[::-1]]), (96, 34, 40)
+        )
         teeth = mid + gap * 0.55
-        sp.polygon(np.concatenate([xs * 0.85, xs[::-1] * 0.85]),
-                   np.concatenate([mid, teeth[::-1]]), (240, 236, 226))  # fmt: skip
-    sp.polygon(np.concatenate([xs, xs[::-1]]), np.concatenate([upper, mid[::-1]]), _shade(lip, 0.92))
+        sp.polygon(
+            np.concatenate([xs * 0.85, xs[::-1] * 0.85]),
+            np.concatenate([mid, teeth[::-1]]),
+            (240, 236, 226),
+        )
+    sp.polygon(
+        np.concatenate([xs, xs[::-1]]), np.concatenate([upper, mid[::-1]]), _shade(lip, 0.92)
+    )
     sp.polygon(np.concatenate([xs, xs[::-1]]), np.concatenate([lower_top, lower[::-1]]), lip)
     sp.line(xs, mid, (*_shade(lip, 0.6), 255), 0.012)
 
@@ -474,7 +509,11 @@ def _draw_glasses(sp: _Sprite, ident: Identity, centres: list[tuple[float, float
         x0, y0 = sp.to_px(cx - hw, cy - hh * 0.9)
         x1, y1 = sp.to_px(cx + hw, cy + hh * 1.1)
         boxes.append((x0, y0, x1, y1))
-        frame = {"fill": (210, 225, 240, 38), "outline": colour, "width": max(1, int(0.035 * sp.px))}
+        frame = {
+            "fill": (210, 225, 240, 38),
+            "outline": colour,
+            "width": max(1, int(0.035 * sp.px)),
+        }
         if ident.glasses == "round":
             sp.draw.ellipse((x0, y0, x1, y1), **frame)
         else:
@@ -501,41 +540,63 @@ def _draw_mask(sp: _Sprite, ident: Identity, look: Look, nose_y: float, shift: f
         for k in (0.3, 0.55, 0.78):
             y = top + k * (ident.face_h - top)
             half = ident.face_w * (0.95 - 0.35 * k)
-            sp.line(np.array([-half + shift * 0.5, half + shift * 0.5]), np.array([y, y]), fold, 0.018)
+            sp.line(
+                np.array([-half + shift * 0.5, half + shift * 0.5]), np.array([y, y]), fold, 0.018
+            )
     else:
         seam_y = np.linspace(top - 0.06, ident.face_h * 0.98, 8)
         sp.line(shift + 0.03 * np.sin(seam_y * 3), seam_y, fold, 0.02)
     for side in (-1, 1):
-        sp.line(np.array([side * ident.face_w * 0.95, side * ident.face_w * 1.02]),
-                np.array([top + 0.05, 0.0]), (*_shade(colour, 0.9), 255), 0.025)  # fmt: skip
+        sp.line(
+            np.array([side * ident.face_w * 0.95, side * ident.face_w * 1.02]),
+            np.array([top + 0.05, 0.0]),
+            (*_shade(colour, 0.9), 255),
+            0.025,
+        )
 
 
 def _draw_hat(sp: _Sprite, ident: Identity, look: Look, edge_y: float, shift: float) -> None:
     w, h = ident.face_w, ident.face_h
     colour, dark = look.hat_colour, _shade(look.hat_colour, 0.72)
     if look.hat == "bucket":
-        xs, ys = _ellipse_points(0, edge_y - 0.12, w * 1.02, h * 0.78, n=40, start=math.pi, stop=2 * math.pi)
+        xs, ys = _ellipse_points(
+            0, edge_y - 0.12, w * 1.02, h * 0.78, n=40, start=math.pi, stop=2 * math.pi
+        )
         sp.polygon(xs, ys, colour)
         brim_x = np.array([-w * 1.08, w * 1.08, w * 1.42, -w * 1.42])
         brim_y = np.array([edge_y - 0.16, edge_y - 0.16, edge_y + 0.06, edge_y + 0.06])
         sp.polygon(brim_x + shift * 0.3, brim_y, dark)
         return
-    xs, ys = _ellipse_points(0, edge_y, w * 1.18 * ident.hair_volume, h * 1.05, n=44,
-                             start=math.pi, stop=2 * math.pi)  # fmt: skip
+    xs, ys = _ellipse_points(
+        0, edge_y, w * 1.18 * ident.hair_volume, h * 1.05, n=44, start=math.pi, stop=2 * math.pi
+    )
     sp.polygon(xs, ys, colour)
     if look.hat == "beanie":
         band_x = np.array([-w * 1.2, w * 1.2, w * 1.2, -w * 1.2]) * ident.hair_volume
         band_y = np.array([edge_y - 0.26, edge_y - 0.26, edge_y + 0.02, edge_y + 0.02])
         sp.polygon(band_x, band_y, dark)
         for x in np.linspace(-w * 1.1, w * 1.1, 12):
-            sp.line(np.array([x, x]), np.array([edge_y - 0.24, edge_y]), (*_shade(colour, 0.6), 255), 0.015)
+            sp.line(
+                np.array([x, x]),
+                np.array([edge_y - 0.24, edge_y]),
+                (*_shade(colour, 0.6), 255),
+                0.015,
+            )
         return
     # Baseball cap: a brim seen from the front, and its shadow on the upper face.
-    sp.draw.polygon(sp.points(np.array([-w, w, w, -w]), np.array([edge_y, edge_y, edge_y + 0.25, edge_y + 0.25])),
-                    fill=(0, 0, 0, 60))  # fmt: skip
+    sp.draw.polygon(
+        sp.points(
+            np.array([-w, w, w, -w]), np.array([edge_y, edge_y, edge_y + 0.25, edge_y + 0.25])
+        ),
+        fill=(0, 0, 0, 60),
+    )
     sp.ellipse(shift * 0.4, edge_y - 0.02, w * 1.1, 0.13, dark)
-    sp.line(np.array([shift * 0.4 - w, shift * 0.4 + w]), np.array([edge_y - 0.13, edge_y - 0.13]),
-            (*_shade(colour, 1.2), 255), 0.02)  # fmt: skip
+    sp.line(
+        np.array([shift * 0.4 - w, shift * 0.4 + w]),
+        np.array([edge_y - 0.13, edge_y - 0.13]),
+        (*_shade(colour, 1.2), 255),
+        0.02,
+    )
 
 
 def render_person(
@@ -545,7 +606,9 @@ def render_person(
     `(_SPRITE_X * px, -_SPRITE_TOP * px)`; the torso reaches `bottom` face units down."""
     sp = _Sprite(px, bottom)
     w, h = ident.face_w, ident.face_h
-    hair = _mix(ident.hair_colour, (255, 255, 255) if look.hair_tint > 0 else (0, 0, 0), abs(look.hair_tint))
+    hair = _mix(
+        ident.hair_colour, (255, 255, 255) if look.hair_tint > 0 else (0, 0, 0), abs(look.hair_tint)
+    )
     skin = ident.skin
     shift = look.yaw * 0.3 * w  # features move towards the side the head turns to
     # Shoulders and clothes, down to the bottom of the sprite.
@@ -555,12 +618,29 @@ def render_person(
     arc_y = h + 1.25 - 0.85 * np.cos(t)
     right_x = np.concatenate([arc_x, [reach + 0.1]])
     right_y = np.concatenate([arc_y, [sp.bottom]])
-    sp.polygon(np.concatenate([right_x, -right_x[::-1]]), np.concatenate([right_y, right_y[::-1]]), look.clothes)
+    sp.polygon(
+        np.concatenate([right_x, -right_x[::-1]]),
+        np.concatenate([right_y, right_y[::-1]]),
+        look.clothes,
+    )
+    for side in (-1, 1):  # where the arms meet the body, so the torso is not a plain box
+        sp.line(
+            side * np.array([reach * 0.8, reach * 0.86]),
+            np.array([h + 1.2, sp.bottom]),
+            (*_shade(look.clothes, 0.75), 255),
+            0.05,
+        )
     _draw_hair_back(sp, ident, hair, look.hair_length)
     neck = _shade(skin, 0.86)
-    sp.polygon(np.array([-0.4, 0.4, 0.44, -0.44]) * w, np.array([0.4 * h, 0.4 * h, h + 0.45, h + 0.45]), neck)
+    sp.polygon(
+        np.array([-0.4, 0.4, 0.44, -0.44]) * w,
+        np.array([0.4 * h, 0.4 * h, h + 0.45, h + 0.45]),
+        neck,
+    )
     if look.neckline == "v":
-        sp.polygon(np.array([-0.45 * w, 0.45 * w, 0.0]), np.array([h + 0.4, h + 0.4, h + 0.95]), neck)
+        sp.polygon(
+            np.array([-0.45 * w, 0.45 * w, 0.0]), np.array([h + 0.4, h + 0.4, h + 0.95]), neck
+        )
     else:
         sp.ellipse(0, h + 0.38, 0.55 * w, 0.2, neck)
     sp.ellipse(0, h * 0.98, 0.42 * w, 0.2, (*_shade(skin, 0.6), 90), solid=False)
@@ -582,12 +662,23 @@ def render_person(
     order = np.argsort(outer_y)
     outer_x, outer_y = outer_x[order], outer_y[order]
     shade = (*_shade(skin, 0.8), int(25 + 45 * abs(look.yaw)))
-    sp.polygon(np.concatenate([outer_x, outer_x[::-1] * 0.72]), np.concatenate([outer_y, outer_y[::-1]]),
-               shade, solid=False)  # fmt: skip
+    sp.polygon(
+        np.concatenate([outer_x, outer_x[::-1] * 0.72]),
+        np.concatenate([outer_y, outer_y[::-1]]),
+        shade,
+        solid=False,
+    )
     ey = ident.eye_y
     if ident.blush:
         for side in (-1, 1):
-            sp.ellipse(side * 0.5 * w + shift, ey + 0.38, 0.2 * w, 0.11, (236, 120, 130, ident.blush), solid=False)
+            sp.ellipse(
+                side * 0.5 * w + shift,
+                ey + 0.38,
+                0.2 * w,
+                0.11,
+                (236, 120, 130, ident.blush),
+                solid=False,
+            )
     for fxx, fyy in ident.freckles:
         sp.ellipse(fxx * w + shift, ey + fyy, 0.018, 0.018, (*_shade(skin, 0.7), 150), solid=False)
     if ident.facial_hair == "stubble":
@@ -606,18 +697,35 @@ def render_person(
     nx = shift * 1.25
     nshade = (*_shade(skin, 0.78), 255)
     bridge_side = 1 if look.yaw >= 0 else -1
-    sp.line(np.array([nx - bridge_side * 0.07, nx - bridge_side * ident.nose_w * 0.8]),
-            np.array([ey + 0.08, nose_y - 0.05]), (*_shade(skin, 0.85), 200), 0.02)  # fmt: skip
+    sp.line(
+        np.array([nx - bridge_side * 0.07, nx - bridge_side * ident.nose_w * 0.8]),
+        np.array([ey + 0.08, nose_y - 0.05]),
+        (*_shade(skin, 0.85), 200),
+        0.02,
+    )
     for side in (-1, 1):
-        sp.ellipse(nx + side * ident.nose_w * 0.55, nose_y, 0.045 * ident.nose_w / 0.14, 0.028, _shade(skin, 0.55))
+        sp.ellipse(
+            nx + side * ident.nose_w * 0.55,
+            nose_y,
+            0.045 * ident.nose_w / 0.14,
+            0.028,
+            _shade(skin, 0.55),
+        )
     tip_x = np.linspace(-ident.nose_w, ident.nose_w, 9)
     sp.line(nx + tip_x, nose_y + 0.035 - 0.03 * (1 - (tip_x / ident.nose_w) ** 2), nshade, 0.018)
     mouth_y = nose_y + ident.mouth_gap
     if ident.facial_hair == "moustache":
         mx = np.linspace(-ident.mouth_w * 0.9, ident.mouth_w * 0.9, 9)
-        sp.polygon(np.concatenate([mx, mx[::-1]]) + shift * 1.1,
-                   np.concatenate([mouth_y - 0.1 - 0.03 * (1 - (mx / ident.mouth_w) ** 2),
-                                   (mouth_y - 0.04 + 0 * mx)[::-1]]), _shade(hair, 1.0))  # fmt: skip
+        sp.polygon(
+            np.concatenate([mx, mx[::-1]]) + shift * 1.1,
+            np.concatenate(
+                [
+                    mouth_y - 0.1 - 0.03 * (1 - (mx / ident.mouth_w) ** 2),
+                    (mouth_y - 0.04 + 0 * mx)[::-1],
+                ]
+            ),
+            _shade(hair, 1.0),
+        )
     _draw_mouth(sp, ident, look, shift * 1.1, mouth_y)
     if ident.mole:
         sp.ellipse(ident.mole[0] * w + shift, ident.mole[1] * h, 0.028, 0.028, (70, 48, 40))
@@ -660,8 +768,17 @@ def random_look(rng: np.random.Generator, occlusion: str | None = None) -> Look:
     """Pose, expression, clothes and (for hard cases) a mask and/or a hat for one photo."""
     mask = hat = None
     if occlusion in ("mask", "both"):
-        mask = _choice(rng, [(240, 240, 240), (172, 206, 230), (32, 32, 36), (150, 150, 156),
-                             (232, 196, 204), (222, 206, 180)])  # fmt: skip
+        mask = _choice(
+            rng,
+            [
+                (240, 240, 240),
+                (172, 206, 230),
+                (32, 32, 36),
+                (150, 150, 156),
+                (232, 196, 204),
+                (222, 206, 180),
+            ],
+        )
     if occlusion in ("hat", "both"):
         hat = _choice(rng, ["cap", "beanie", "bucket"])
     return Look(
@@ -714,7 +831,9 @@ def paste_person(
     sprite.putalpha(mask.reduce(supersample))
     squash = 1 - 0.12 * abs(look.yaw)  # a turned head is narrower
     if squash != 1:
-        sprite = sprite.resize((max(1, round(sprite.width * squash)), sprite.height), Image.BILINEAR)
+        sprite = sprite.resize(
+            (max(1, round(sprite.width * squash)), sprite.height), Image.BILINEAR
+        )
     fx, fy = sprite.width / 2, -_SPRITE_TOP * unit
     dx, dy = fx - sprite.width / 2, fy - sprite.height / 2
     sprite = sprite.rotate(roll, resample=Image.BILINEAR, expand=True)
@@ -724,8 +843,9 @@ def paste_person(
     if blur > 0:
         sprite = sprite.filter(ImageFilter.GaussianBlur(blur))
     canvas.paste(sprite, (round(centre[0] - fx), round(centre[1] - fy)), sprite)
-    half_w, half_h = _rotated_extent(ident.face_w * squash * face_height / (2 * ident.face_h),
-                                     face_height / 2, roll)  # fmt: skip
+    half_w, half_h = _rotated_extent(
+        ident.face_w * squash * face_height / (2 * ident.face_h), face_height / 2, roll
+    )
     x0, y0 = max(0, round(centre[0] - half_w)), max(0, round(centre[1] - half_h))
     x1 = min(canvas.width, round(centre[0] + half_w))
     y1 = min(canvas.height, round(centre[1] + half_h))
@@ -748,7 +868,10 @@ def _background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
         b = _shade(a, rng.uniform(0.4, 0.8))
         t = np.clip(np.sqrt((xs - 0.5) ** 2 + (ys - 0.45) ** 2) * 1.6, 0, 1)
     elif kind == "outdoor":
-        a, b = _random_colour(rng, (0.1, 0.5), (0.7, 1.0)), _random_colour(rng, (0.2, 0.7), (0.2, 0.6))
+        a, b = (
+            _random_colour(rng, (0.1, 0.5), (0.7, 1.0)),
+            _random_colour(rng, (0.2, 0.7), (0.2, 0.6)),
+        )
         t = np.clip((ys - rng.uniform(0.3, 0.7)) * 6 + 0.5, 0, 1) + 0 * xs
     arr = np.asarray(a, np.float32) * (1 - t) + np.asarray(b, np.float32) * t
     img = Image.fromarray(arr.astype(np.uint8), "RGB")
@@ -759,16 +882,23 @@ def _background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
             top = rng.uniform(0, lw)
             bottom = rng.uniform(-lw * 0.3, lw * 1.3)
             spread = rng.uniform(0.05, 0.25) * lw
-            draw.polygon([(top, -2), (bottom - spread, lh), (bottom + spread, lh)],
-                         fill=(*_random_colour(rng, (0.3, 1), (0.7, 1)), int(rng.integers(50, 130))))  # fmt: skip
+            draw.polygon(
+                [(top, -2), (bottom - spread, lh), (bottom + spread, lh)],
+                fill=(*_random_colour(rng, (0.3, 1), (0.7, 1)), int(rng.integers(50, 130))),
+            )
         for _ in range(int(rng.integers(3, 12))):
             x, y, r = rng.uniform(0, lw), rng.uniform(0, lh * 0.4), rng.uniform(0.5, 3)
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=(*_random_colour(rng, (0, 0.6), (0.9, 1)), 220))
+            draw.ellipse(
+                (x - r, y - r, x + r, y + r), fill=(*_random_colour(rng, (0, 0.6), (0.9, 1)), 220)
+            )
     elif kind == "outdoor":
         for _ in range(int(rng.integers(3, 10))):
             x, y = rng.uniform(0, lw), rng.uniform(0, lh * 0.8)
             r = rng.uniform(0.05, 0.25) * lw
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=(*_random_colour(rng, (0.3, 0.8), (0.2, 0.6)), 255))
+            draw.ellipse(
+                (x - r, y - r, x + r, y + r),
+                fill=(*_random_colour(rng, (0.3, 0.8), (0.2, 0.6)), 255),
+            )
     elif kind == "press":
         logo, step = _random_colour(rng), rng.uniform(0.12, 0.3) * lw
         for row, y in enumerate(np.arange(step / 2, lh, step)):
@@ -779,9 +909,12 @@ def _background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
         draw.rectangle((0, floor, lw, lh), fill=(*_random_colour(rng, val=(0.2, 0.7)), 255))
         for _ in range(int(rng.integers(1, 4))):
             x0, y0 = rng.uniform(0, lw), rng.uniform(0, floor * 0.7)
-            draw.rectangle((x0, y0, x0 + rng.uniform(0.1, 0.4) * lw, y0 + rng.uniform(0.1, 0.4) * lh),
-                           fill=(*_random_colour(rng), 255))  # fmt: skip
-    return img.resize(size, Image.BILINEAR)
+            draw.rectangle(
+                (x0, y0, x0 + rng.uniform(0.1, 0.4) * lw, y0 + rng.uniform(0.1, 0.4) * lh),
+                fill=(*_random_colour(rng), 255),
+            )
+    # Blurring at the low resolution is cheap and hides the staircase edges of the shapes.
+    return img.filter(ImageFilter.GaussianBlur(0.8)).resize(size, Image.BILINEAR)
 
 
 def _clutter(rng: np.random.Generator, canvas: Image.Image) -> None:
@@ -798,7 +931,11 @@ def _clutter(rng: np.random.Generator, canvas: Image.Image) -> None:
         elif shape == 1:
             draw.rectangle((x - r, y - r * 0.4, x + r * 1.5, y + r * 0.4), fill=colour)
         else:
-            draw.line([(x, y), (x + rng.uniform(-r, r) * 2, height)], fill=colour, width=max(1, int(r * 0.2)))
+            draw.line(
+                [(x, y), (x + rng.uniform(-r, r) * 2, height)],
+                fill=colour,
+                width=max(1, int(r * 0.2)),
+            )
 
 
 def _finish(rng: np.random.Generator, image: Image.Image) -> Image.Image:
@@ -836,10 +973,14 @@ def parse_image_size(spec: str) -> str | tuple[int, int]:
         width, height = int(parts[0]), int(parts[1])
         if 32 <= width <= 8192 and 32 <= height <= 8192:
             return (width, height)
-    raise KoinError(f"--image-size must be 'small', 'phone' or WxH between 32 and 8192, not {spec!r}")
+    raise KoinError(
+        f"--image-size must be 'small', 'phone' or WxH between 32 and 8192, not {spec!r}"
+    )
 
 
-def _photo_size(rng: np.random.Generator, spec: str | tuple[int, int], group: bool) -> tuple[int, int]:
+def _photo_size(
+    rng: np.random.Generator, spec: str | tuple[int, int], group: bool
+) -> tuple[int, int]:
     if spec == "phone":
         return PHONE_SIZE
     if isinstance(spec, tuple):
@@ -858,13 +999,22 @@ def _portrait(rng, ident, look, size) -> tuple[Image.Image, Box]:
     face = rng.uniform(0.24, 0.5) * height
     if rng.random() < 0.35:  # backup dancers or passers-by behind the subject
         for _ in range(int(rng.integers(1, 4))):
-            paste_person(canvas, random_identity(rng), random_look(rng), face * rng.uniform(0.45, 0.85),
-                         (rng.uniform(0, width), rng.uniform(0.15, 0.6) * height),
-                         float(rng.normal(0, 8)), blur=rng.uniform(0.5, 2.5) * height / 320)  # fmt: skip
+            paste_person(
+                canvas,
+                random_identity(rng),
+                random_look(rng),
+                face * rng.uniform(0.45, 0.85),
+                (rng.uniform(0, width), rng.uniform(0.15, 0.6) * height),
+                float(rng.normal(0, 8)),
+                blur=rng.uniform(0.5, 2.5) * height / 320,
+            )
     centre = (rng.uniform(0.3, 0.7) * width, rng.uniform(0.3, 0.55) * height)
     if rng.random() < 0.12:  # partly out of frame, like a careless crop
         if rng.random() < 0.5:
-            centre = (_choice(rng, [rng.uniform(0.08, 0.18), rng.uniform(0.82, 0.92)]) * width, centre[1])
+            centre = (
+                _choice(rng, [rng.uniform(0.08, 0.18), rng.uniform(0.82, 0.92)]) * width,
+                centre[1],
+            )
         else:
             face, centre = face * 1.3, (centre[0], rng.uniform(0.12, 0.25) * height)
     roll = float(np.clip(rng.normal(0, 8), -25, 25))
@@ -884,8 +1034,14 @@ def _group(rng, ident, size) -> tuple[Image.Image, Box]:
     for i in rng.permutation(people):
         person = ident if i == slot else random_identity(rng)
         centre = (float(xs[i]), rng.uniform(0.32, 0.5) * height)
-        placed = paste_person(canvas, person, random_look(rng), face * rng.uniform(0.9, 1.1), centre,
-                              float(np.clip(rng.normal(0, 7), -20, 20)))  # fmt: skip
+        placed = paste_person(
+            canvas,
+            person,
+            random_look(rng),
+            face * rng.uniform(0.9, 1.1),
+            centre,
+            float(np.clip(rng.normal(0, 7), -20, 20)),
+        )
         if i == slot:
             box = placed
     return canvas, box
@@ -915,7 +1071,9 @@ def render_photo(job: PhotoJob) -> SyntheticPhoto:
     if kind == "group":
         canvas, box = _group(rng, ident, size)
     else:
-        occlusion = _choice(rng, ["mask", "hat", "both"], [0.35, 0.35, 0.3]) if kind == "hard" else None
+        occlusion = (
+            _choice(rng, ["mask", "hat", "both"], [0.35, 0.35, 0.3]) if kind == "hard" else None
+        )
         canvas, box = _portrait(rng, ident, random_look(rng, occlusion), size)
     return SyntheticPhoto(job.subset, job.label, job.index, job.relpath, _finish(rng, canvas), box)
 
@@ -988,11 +1146,17 @@ def generate_synthetic_koin(
         raise KoinError(f"output folder {out} already exists and is not empty; pick a new folder")
     if not 2 <= num_classes <= 9999:
         raise KoinError(f"--num-classes must be between 2 and 9999, not {num_classes}")
-    counts = {"train": train_per_class, "test": test_per_class, "hard": hard_per_class,
-              "group": group_per_class}  # fmt: skip
+    counts = {
+        "train": train_per_class,
+        "test": test_per_class,
+        "hard": hard_per_class,
+        "group": group_per_class,
+    }
     for subset, count in counts.items():
         if count < 0 or (subset == "train" and count < 1):
-            raise KoinError(f"--{subset}-per-class must be at least {int(subset == 'train')}, not {count}")
+            raise KoinError(
+                f"--{subset}-per-class must be at least {int(subset == 'train')}, not {count}"
+            )
     if workers is not None and workers < 1:
         raise KoinError(f"--workers must be at least 1, not {workers}")
     if not 1 <= quality <= 100:
@@ -1013,7 +1177,9 @@ def generate_synthetic_koin(
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(jobs), desc="koin synth", unit="photo", disable=not progress)
+    bar = tqdm(
+        total=len(jobs), desc="koin synth", unit="photo", disable=not progress, mininterval=0.5
+    )
     with ThreadPoolExecutor(workers or _default_workers()) as pool:
         for _ in pool.map(lambda job: _write_photo(job, out, quality), jobs):
             bar.update()
@@ -1061,8 +1227,12 @@ def contact_sheet(
     draw = ImageDraw.Draw(sheet)
     y = gap
     for name, thumbs in rows:
-        draw.text((gap, y), f"{name}: normal x{normal_per_row} | hard x{hard_per_row} | group",
-                  fill=(20, 20, 20), font=font)  # fmt: skip
+        draw.text(
+            (gap, y),
+            f"{name}: normal x{normal_per_row} | hard x{hard_per_row} | group",
+            fill=(20, 20, 20),
+            font=font,
+        )
         x = gap
         for thumb in thumbs:
             sheet.paste(thumb, (x, y + label_h))
@@ -1079,7 +1249,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description="Synthetic KoIn helpers (see `koin synth`).")
-    parser.add_argument("--contact-sheet", metavar="PNG", required=True, help="write a contact sheet")
+    parser.add_argument(
+        "--contact-sheet", metavar="PNG", required=True, help="write a contact sheet"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-identities", type=int, default=5)
     args = parser.parse_args(argv)

@@ -111,22 +111,44 @@ def _default_output_dir(model_name_or_path: str) -> str:
     return f"outputs/koin-{slug.strip('-') or 'model'}"
 
 
-def _load_splits(data_args: DataArguments, seed: int):
+def _load_splits(data_args: DataArguments, training_args: KoinTrainingArguments):
     """Train / validation / few-shot sample, and the test sets to score, with their checks."""
     dataset_name = data_args.dataset_name or str(
         koin_data.ensure_default_dataset(num_classes=data_args.synthetic_num_classes)
     )
-    image_col, label_col = data_args.image_column_name, data_args.label_column_name
-    train_dict = koin_data.load_prepared(dataset_name, data_args.dataset_config_name)
+    if data_args.streaming:
+        train, validation = _streamed_train(dataset_name, data_args, training_args)
+        names = koin_data.label_names(train, data_args.label_column_name)
+    else:
+        train, validation = _train_and_validation(dataset_name, data_args, training_args.seed)
+        names = koin_data.label_names(train, data_args.label_column_name)
+    eval_sets = {"validation": validation} if validation is not None else {}
+    eval_sets.update(_test_sets(dataset_name, data_args, names))
+    return dataset_name, names, train, eval_sets
+
+
+def _train_split(dataset_name: str, data_args: DataArguments, streaming: bool):
+    train_dict = koin_data.load_prepared(
+        dataset_name, data_args.dataset_config_name, streaming=streaming
+    )
     if "train" not in train_dict:
         raise KoinError(
             f"config {data_args.dataset_config_name!r} of {dataset_name} has no train split "
             f"(splits: {', '.join(train_dict)})"
         )
     where = f"{dataset_name} ({data_args.dataset_config_name})"
-    koin_data.check_columns(train_dict["train"].features, image_col, label_col, where)
-    names = koin_data.label_names(train_dict["train"], label_col)
+    koin_data.check_columns(
+        train_dict["train"].features,
+        data_args.image_column_name,
+        data_args.label_column_name,
+        where,
+    )
+    return train_dict
 
+
+def _train_and_validation(dataset_name: str, data_args: DataArguments, seed: int):
+    train_dict = _train_split(dataset_name, data_args, streaming=False)
+    label_col = data_args.label_column_name
     if "validation" in train_dict:
         train, validation = train_dict["train"], train_dict["validation"]
     else:
@@ -135,16 +157,49 @@ def _load_splits(data_args: DataArguments, seed: int):
         )
     if data_args.shots_per_class:
         train = koin_data.sample_few_shot(train, data_args.shots_per_class, seed, label_col)
+    return train, validation
 
-    eval_sets = {"validation": validation}
+
+def _streamed_train(
+    dataset_name: str, data_args: DataArguments, training_args: KoinTrainingArguments
+):
+    """A train split read as a stream: for datasets larger than the local disk.
+
+    A stream has no length and cannot be sampled per class without a full pass, so few-shot
+    sampling and the carved validation split are not available; a `validation` split the dataset
+    ships is used, otherwise the final model is the last step's.
+    """
+    if data_args.shots_per_class:
+        raise KoinError("--shots_per_class needs the whole train split: drop --streaming")
+    if training_args.max_steps is None or training_args.max_steps <= 0:
+        raise KoinError("--streaming needs --max_steps: a stream has no length to count epochs by")
+    train_dict = _train_split(dataset_name, data_args, streaming=True)
+    train = train_dict["train"].shuffle(
+        seed=training_args.seed, buffer_size=data_args.shuffle_buffer_size
+    )
+    validation = None
+    if "validation" in train_dict:
+        validation = koin_data.load_prepared(
+            dataset_name, data_args.dataset_config_name, split="validation"
+        )
+    else:
+        training_args.load_best_model_at_end = False
+        training_args.metric_for_best_model = None
+        logger.warning(
+            "streamed dataset has no validation split: the final model is the last step's"
+        )
+    return train, validation
+
+
+def _test_sets(dataset_name: str, data_args: DataArguments, names: list[str]) -> dict[str, Any]:
+    """The test split of every requested config that exists, with the training class names."""
+    image_col, label_col = data_args.image_column_name, data_args.label_column_name
+    test_sets = {}
     for config in data_args.eval_config_names:
         try:
-            test = koin_data.load_prepared(dataset_name, config).get("test")
-        except KoinError:
-            logger.warning("dataset %s has no %r config: not scored", dataset_name, config)
-            continue
-        if test is None:
-            logger.warning("config %r of %s has no test split: not scored", config, dataset_name)
+            test = koin_data.load_prepared(dataset_name, config, split="test")
+        except KoinError as err:
+            logger.warning("%s: not scored", err)
             continue
         koin_data.check_columns(test.features, image_col, label_col, f"{dataset_name} ({config})")
         if koin_data.label_names(test, label_col) != names:
@@ -153,8 +208,8 @@ def _load_splits(data_args: DataArguments, seed: int):
             )
         if data_args.max_eval_samples:
             test = test.select(range(min(len(test), data_args.max_eval_samples)))
-        eval_sets[config] = test
-    return dataset_name, names, train, eval_sets
+        test_sets[config] = test
+    return test_sets
 
 
 def _prepare_model(model_args: ModelArguments, names: list[str], seed: int):
@@ -253,7 +308,7 @@ def run_training(
         training_args.output_dir = _default_output_dir(model_args.model_name_or_path)
     set_seed(training_args.seed)
     with training_args.main_process_first(desc="preparing the dataset"):
-        dataset_name, names, train, eval_sets = _load_splits(data_args, training_args.seed)
+        dataset_name, names, train, eval_sets = _load_splits(data_args, training_args)
     model, processor, family, (trainable, total) = _prepare_model(
         model_args, names, training_args.seed
     )
@@ -262,12 +317,13 @@ def run_training(
     # Training images are decoded by our transform (reduced-size JPEG decode), not by datasets.
     train = train.cast_column(image_col, datasets.Image(decode=False))
     clock = koin_data.AugmentationClock(training_args.seed)
-    train.set_transform(
-        koin_data.make_train_transform(processor, image_col, label_col, clock=clock)
+    train = koin_data.apply_transform(
+        train, koin_data.make_train_transform(processor, image_col, label_col, clock=clock)
     )
     eval_transform = koin_data.make_eval_transform(processor, image_col, label_col)
-    for dataset in eval_sets.values():
-        dataset.set_transform(eval_transform)
+    eval_sets = {
+        name: koin_data.apply_transform(ds, eval_transform) for name, ds in eval_sets.items()
+    }
 
     callbacks: list[TrainerCallback] = [AugmentationClockCallback(clock)]
     if training_args.early_stopping_patience:
@@ -295,7 +351,9 @@ def run_training(
     metrics = dict(train_result.metrics)
     metrics.update(trainer.evaluate())  # the best checkpoint (load_best_model_at_end), every set
     metrics.update({f"eval_{name}_num_images": len(dataset) for name, dataset in eval_sets.items()})
-    metrics["train_num_images"] = len(train)
+    train_images = len(train) if isinstance(train, datasets.Dataset) else None  # a stream has none
+    if train_images is not None:
+        metrics["train_num_images"] = train_images
     trainer.save_metrics("all", metrics)
 
     info = {
@@ -319,11 +377,11 @@ def run_training(
         "global_steps": trainer.state.global_step,
         "learning_rate": training_args.learning_rate,
         "precision": _precision(training_args),
-        "world_size": training_args.world_size,
+        "world_size": trainer.accelerator.num_processes,
         "dataset": dataset_name if data_args.dataset_name else "synthetic-koin (embedded)",
         "dataset_config": data_args.dataset_config_name,
         "eval_sets": list(eval_sets),
-        "train_images": len(train),
+        "train_images": train_images,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "best_checkpoint_metric": training_args.metric_for_best_model,

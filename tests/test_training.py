@@ -221,3 +221,63 @@ def test_best_checkpoint_is_restored_exactly(prepared, tmp_path):
     assert saved.keys() == expected.keys()
     for key in saved:
         assert (saved[key] == expected[key]).all(), key
+
+
+def test_streamed_dataset_trains_through_the_same_path(prepared, tmp_path):
+    out = tmp_path / "streamed"
+    metrics = train(prepared, out, "--streaming", "--max_steps", "3", "--shuffle_buffer_size", "16")
+    assert read_json(out / "checkpoint-3" / "trainer_state.json")["global_step"] == 3
+    assert "eval_validation_top1_accuracy" not in metrics  # a stream has no carved validation split
+    assert metrics["eval_hard_num_samples"] == 9
+    assert (
+        pipeline("image-classification", model=str(out), device="cpu").model.config.id2label[1]
+        == CLASS_NAMES[1]
+    )
+
+
+def test_streaming_without_max_steps_is_a_clear_error(prepared, tmp_path):
+    with pytest.raises(KoinError, match="--streaming needs --max_steps"):
+        train(prepared, tmp_path / "s", "--streaming")
+
+
+PULL_MODEL = """
+import json, sys
+from PIL import Image
+from transformers import pipeline
+classifier = pipeline("image-classification", model=sys.argv[1])
+print(json.dumps(classifier(Image.open(sys.argv[2]), top_k=3)))
+"""
+
+
+def test_push_to_hub_uploads_the_merged_lora_model_with_its_card(prepared, tmp_path, hub):
+    """train.py --push_to_hub goes through Trainer's own push, to a real HTTP Hub server."""
+    from hub_server import TEST_USER
+
+    repo_id = f"{TEST_USER}/koin-vit-lora"
+    out = tmp_path / "pushed"
+    command = [sys.executable, str(REPO / "train.py"), "--dataset_name", str(prepared),
+               "--output_dir", str(out), "--model_name_or_path", "vit-tiny", "--max_steps", "2",
+               "--lora", "--push_to_hub", "--hub_model_id", repo_id]  # fmt: skip
+    result = subprocess.run(
+        command, env=hub.client_env(tmp_path / "home"), capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = hub.repo_files(repo_id)
+    assert "model.safetensors" in remote and "adapter_config.json" not in remote
+    assert not any(name.startswith("checkpoint-") for name in remote)
+    card = remote["README.md"].decode()
+    assert "pipeline_tag: image-classification" in card and "lora" in card and repo_id in card
+
+    image = tmp_path / "face.png"
+    from PIL import Image
+
+    Image.new("RGB", (40, 48), (10, 200, 10)).save(image)
+    pulled = subprocess.run([sys.executable, "-c", PULL_MODEL, repo_id, str(image)],
+                            env=hub.client_env(tmp_path / "home2", token=None), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr[-3000:]
+    remote_predictions = json.loads(pulled.stdout.strip().splitlines()[-1])
+    local_predictions = pipeline("image-classification", model=str(out), device="cpu")(
+        Image.open(image), top_k=3
+    )
+    assert [p["label"] for p in remote_predictions] == [p["label"] for p in local_predictions]
+    assert {p["label"] for p in remote_predictions} == set(CLASS_NAMES)

@@ -16,6 +16,7 @@ the order or the number of worker processes.
 
 from __future__ import annotations
 
+import colorsys
 import csv
 import math
 import os
@@ -64,6 +65,9 @@ _HAIR_COLOURS: list[tuple[RGB, float]] = [
 _IRIS_COLOURS: list[RGB] = [(52, 34, 24), (70, 46, 30), (34, 26, 22), (98, 72, 48), (90, 100, 110)]
 _LIP_COLOURS: list[RGB] = [
     (214, 112, 112), (196, 84, 96), (226, 132, 128), (184, 70, 74), (206, 120, 140), (170, 96, 90),
+]  # fmt: skip
+_MASK_COLOURS: list[RGB] = [
+    (240, 240, 240), (172, 206, 230), (32, 32, 36), (150, 150, 156), (232, 196, 204), (222, 206, 180),
 ]  # fmt: skip
 _GLASSES_COLOURS: list[RGB] = [(20, 20, 20), (186, 150, 70), (92, 56, 36), (150, 150, 160)]
 # (back of the hair, fringe): cycled over classes so ten identities get ten different cuts.
@@ -656,7 +660,7 @@ def render_person(
     fx, fy = _face_outline(ident)
     sp.polygon(fx, fy, skin)
     # Soft shading on the side turned away from the camera.
-    away = -1 if look.yaw >= 0 else 1
+    away = 1 if look.yaw >= 0 else -1
     half = away * fx > 0
     outer_x, outer_y = fx[half], fy[half]
     order = np.argsort(outer_y)
@@ -721,10 +725,10 @@ def render_person(
             np.concatenate(
                 [
                     mouth_y - 0.1 - 0.03 * (1 - (mx / ident.mouth_w) ** 2),
-                    (mouth_y - 0.04 + 0 * mx)[::-1],
+                    np.full_like(mx, mouth_y - 0.04),
                 ]
             ),
-            _shade(hair, 1.0),
+            hair,
         )
     _draw_mouth(sp, ident, look, shift * 1.1, mouth_y)
     if ident.mole:
@@ -758,8 +762,6 @@ class SyntheticPhoto:
 
 
 def _random_colour(rng: np.random.Generator, sat=(0.0, 1.0), val=(0.1, 1.0)) -> RGB:
-    import colorsys
-
     r, g, b = colorsys.hsv_to_rgb(rng.random(), rng.uniform(*sat), rng.uniform(*val))
     return (int(r * 255), int(g * 255), int(b * 255))
 
@@ -768,17 +770,7 @@ def random_look(rng: np.random.Generator, occlusion: str | None = None) -> Look:
     """Pose, expression, clothes and (for hard cases) a mask and/or a hat for one photo."""
     mask = hat = None
     if occlusion in ("mask", "both"):
-        mask = _choice(
-            rng,
-            [
-                (240, 240, 240),
-                (172, 206, 230),
-                (32, 32, 36),
-                (150, 150, 156),
-                (232, 196, 204),
-                (222, 206, 180),
-            ],
-        )
+        mask = _choice(rng, _MASK_COLOURS)
     if occlusion in ("hat", "both"):
         hat = _choice(rng, ["cap", "beanie", "bucket"])
     return Look(
@@ -834,12 +826,13 @@ def paste_person(
         sprite = sprite.resize(
             (max(1, round(sprite.width * squash)), sprite.height), Image.BILINEAR
         )
-    fx, fy = sprite.width / 2, -_SPRITE_TOP * unit
-    dx, dy = fx - sprite.width / 2, fy - sprite.height / 2
+    # The face centre sits on the vertical mid-line, `below` pixels under the sprite's centre;
+    # rotating about the centre (counter-clockwise, expanding the canvas) moves it to (fx, fy).
+    below = -_SPRITE_TOP * unit - sprite.height / 2
     sprite = sprite.rotate(roll, resample=Image.BILINEAR, expand=True)
     theta = math.radians(roll)
-    fx = sprite.width / 2 + dx * math.cos(theta) + dy * math.sin(theta)
-    fy = sprite.height / 2 - dx * math.sin(theta) + dy * math.cos(theta)
+    fx = sprite.width / 2 + below * math.sin(theta)
+    fy = sprite.height / 2 + below * math.cos(theta)
     if blur > 0:
         sprite = sprite.filter(ImageFilter.GaussianBlur(blur))
     canvas.paste(sprite, (round(centre[0] - fx), round(centre[1] - fy)), sprite)
@@ -872,7 +865,8 @@ def _background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
             _random_colour(rng, (0.1, 0.5), (0.7, 1.0)),
             _random_colour(rng, (0.2, 0.7), (0.2, 0.6)),
         )
-        t = np.clip((ys - rng.uniform(0.3, 0.7)) * 6 + 0.5, 0, 1) + 0 * xs
+        horizon = np.clip((ys - rng.uniform(0.3, 0.7)) * 6 + 0.5, 0, 1)
+        t = np.broadcast_to(horizon, (low[1], low[0], 1))
     arr = np.asarray(a, np.float32) * (1 - t) + np.asarray(b, np.float32) * t
     img = Image.fromarray(arr.astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(img, "RGBA")

@@ -281,3 +281,32 @@ def test_push_to_hub_uploads_the_merged_lora_model_with_its_card(prepared, tmp_p
     )
     assert [p["label"] for p in remote_predictions] == [p["label"] for p in local_predictions]
     assert {p["label"] for p in remote_predictions} == set(CLASS_NAMES)
+
+
+@pytest.mark.parametrize("family", ["vit", "lite0"])
+def test_end_of_run_table_equals_koin_evaluate(prepared, tmp_path, family):
+    from koin_hf.evaluation import evaluate_model
+
+    out = tmp_path / "model"
+    metrics = train(
+        prepared,
+        out,
+        "--model_name_or_path",
+        f"{family}-tiny",
+        "--max_steps",
+        "3",
+        "--learning_rate",
+        "5e-3",
+    )
+    report = evaluate_model(
+        str(out),
+        str(prepared),
+        configs=["normal", "hard", "group"],
+        output_dir=tmp_path / "eval",
+        plots=False,
+    )
+    for config in ("normal", "hard", "group"):
+        for k in (1, 3):
+            assert report["configs"][config][f"top{k}_accuracy"] == pytest.approx(
+                metrics[f"eval_{config}_top{k}_accuracy"], abs=1e-9
+            ), (config, k)

@@ -1,0 +1,228 @@
+"""Helpers shared by the benchmark scripts: the machine, interleaved timing, cached inputs.
+
+Benchmarks here compare contenders measured side by side in one run. Shared machines are noisy,
+so contenders run in alternating rounds (the order rotates every round, so none always goes
+first) and each reports the median of its rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+NUM_CLASSES = 10
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes: checks that the benchmark runs (smoke)"
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="where generated inputs are kept between runs (default: $KOIN_HF_CACHE/benchmarks)",
+    )
+    return parser
+
+
+def work_dir(path: Path | None) -> Path:
+    if path is None:
+        from koin_hf.data import default_cache_dir
+
+        path = default_cache_dir() / "benchmarks"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _memory_gib() -> str:
+    try:
+        import psutil
+
+        return f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM"
+    except ImportError:
+        return "RAM unknown"
+
+
+def machine_description() -> str:
+    """One paragraph naming the machine and the library versions the numbers came from."""
+    import datasets
+    import PIL
+    import torch
+    import torchvision
+    import transformers
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return (
+        f"machine: {_cpu_model()}, {cores} usable cores, {_memory_gib()}, "
+        f"load average at start {load}\n"
+        f"software: Python {platform.python_version()}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), torchvision {torchvision.__version__}, "
+        f"transformers {transformers.__version__}, datasets {datasets.__version__}, "
+        f"Pillow {PIL.__version__}"
+    )
+
+
+def interleaved(
+    contenders: dict[str, Callable[[], T]], rounds: int, log: Callable[[str], None] = print
+) -> dict[str, list[T]]:
+    """Run every contender once per round, rotating the order each round; all results by name."""
+    names = list(contenders)
+    results: dict[str, list[T]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            result = contenders[name]()
+            results[name].append(result)
+            log(f"  round {round_index + 1}/{rounds}  {name:<28} {describe(result)}")
+    return results
+
+
+def describe(result: Any) -> str:
+    if isinstance(result, float):
+        return f"{result:,.1f}"
+    if isinstance(result, list) and result and all(isinstance(x, float) for x in result):
+        return f"median {median(result):.3f} of {len(result)}: " + " ".join(
+            f"{x:.3f}" for x in result
+        )
+    return str(result)
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def spread(values: Sequence[float], fmt: str = ",.1f") -> str:
+    """min-max of repeated measurements, to show how noisy the machine was."""
+    return f"{min(values):{fmt}}-{max(values):{fmt}}"
+
+
+def verdict(ratio: float, target: float, at_least: bool = True) -> str:
+    met = ratio >= target if at_least else ratio <= target
+    sign = ">=" if at_least else "<="
+    return f"{'MET' if met else 'MISSED'} (target {sign} {target:g})"
+
+
+class Stopwatch:
+    """`with Stopwatch() as watch: ...; watch.seconds`."""
+
+    def __enter__(self) -> Stopwatch:
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def synthetic_raw(
+    root: Path,
+    name: str,
+    *,
+    num_classes: int,
+    train_per_class: int,
+    test_per_class: int = 0,
+    image_size: str = "small",
+    quality: int = 90,
+    workers: int | None = None,
+) -> Path:
+    """A synthetic raw KoIn tree, generated once and reused while the arguments stay the same."""
+    from koin_hf.synthetic import generate_synthetic_koin
+
+    spec = f"{num_classes}x{train_per_class}+{test_per_class} {image_size} q{quality}"
+    folder = root / name
+    marker = folder / ".benchmark-complete"
+    if marker.is_file() and marker.read_text() == spec:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    generate_synthetic_koin(
+        folder,
+        num_classes=num_classes,
+        train_per_class=train_per_class,
+        test_per_class=test_per_class,
+        hard_per_class=0,
+        group_per_class=0,
+        image_size=image_size,
+        quality=quality,
+        workers=workers,
+        progress=True,
+    )
+    marker.write_text(spec)
+    return folder
+
+
+def prepared(raw: Path, out: Path, image_size: int = 256) -> Path:
+    """`koin prepare RAW OUT` once; reused while the raw tree is unchanged."""
+    from koin_hf.prepare import prepare_koin
+
+    marker = out / ".benchmark-source"
+    stamp = f"{raw} {(raw / '.benchmark-complete').stat().st_mtime_ns} {image_size}"
+    if marker.is_file() and marker.read_text() == stamp:
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    prepare_koin(raw, out, image_size=image_size, verbose=False)
+    marker.write_text(stamp)
+    return out
+
+
+def random_vit_checkpoint(
+    folder: Path, quick: bool, label_names: Sequence[str] | None = None
+) -> tuple[Path, int, str]:
+    """A ViT-S/16 at 224 (with --quick, a tiny ViT) with random weights, saved like a checkpoint.
+
+    Real-size architecture, random weights: timing does not depend on the weights' values, and
+    nothing needs downloading. Saved once and reused while the label names stay the same.
+    """
+    import json
+
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    names = list(label_names or [f"class-{i}" for i in range(NUM_CLASSES)])
+    if quick:
+        size, name = 32, "vit-tiny-random"
+        sizes = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
+        config = ViTConfig(**sizes, intermediate_size=37, image_size=size, patch_size=8)
+    else:
+        size, name = 224, "vit-s16-random"
+        sizes = dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6)
+        config = ViTConfig(**sizes, intermediate_size=1536, image_size=size, patch_size=16)
+    config.id2label = dict(enumerate(names))
+    config.label2id = {label: index for index, label in enumerate(names)}
+    path = folder / name
+    saved = path / "config.json"
+    saved_names = None
+    if saved.is_file() and (path / "model.safetensors").is_file():
+        saved_names = list(json.loads(saved.read_text())["id2label"].values())
+    torch.manual_seed(0)
+    model = ViTForImageClassification(config)
+    if saved_names != names:
+        model.save_pretrained(path)
+        ViTImageProcessor(
+            size={"height": size, "width": size}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD
+        ).save_pretrained(path)
+    parameters = sum(p.numel() for p in model.parameters())
+    return path, size, f"ViT {'tiny' if quick else 'S/16'} ({parameters / 1e6:.1f} M parameters)"

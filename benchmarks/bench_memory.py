@@ -1,0 +1,265 @@
+"""Memory: peak RSS of `koin prepare` and of one `train.py` epoch at 1k, 10k and 100k images.
+
+Each size runs the two real commands, each in a fresh subprocess:
+
+    koin prepare RAW PREPARED
+    python train.py --dataset_name PREPARED --model_name_or_path vit-tiny --num_train_epochs 1 ...
+
+and records, per command: the kernel's peak resident set of the command's process (VmHWM, read by
+the process itself at exit) and, sampled every 50 ms from /proc, the peaks of the process tree's
+anonymous memory (heap: what cannot be given back) and file-backed memory (shared libraries and
+memory-mapped Arrow/parquet pages, which the kernel can drop at any time). Target: flat in the
+dataset size, and under 3 GB.
+
+The raw trees are cheap: a few hundred distinct small synthetic photos (64x80 JPEG, `koin synth
+--image-size 64x80`) hard-linked (copied where links are impossible) into as many paths as the
+size needs, in the raw KoIn layout. Duplicate pixels do not matter here: every path is decoded,
+stored and trained on as its own image.
+
+    python benchmarks/bench_memory.py                       # 1,000 / 10,000 / 100,000 images
+    python benchmarks/bench_memory.py --sizes 1000 10000    # a subset
+    python benchmarks/bench_memory.py --quick
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from _common import base_parser, machine_description, synthetic_raw, work_dir
+
+REPO = Path(__file__).resolve().parents[1]
+LIMIT_BYTES = 3 * 2**30
+FLAT_TOLERANCE = 1.25  # largest / smallest peak across sizes still called "flat"
+CLASSES = 10
+
+
+def raw_tree(pool: Path, destination: Path, images: int) -> Path:
+    """The raw KoIn layout with `images` training photos, hard links into the distinct pool."""
+    marker = destination / ".benchmark-complete"
+    if marker.is_file() and marker.read_text() == f"{images}":
+        return destination
+    shutil.rmtree(destination, ignore_errors=True)
+    (destination / "normal_cases" / "train").mkdir(parents=True)
+    shutil.copy(pool / "classes.csv", destination / "classes.csv")
+    for class_dir in sorted((pool / "normal_cases" / "train").iterdir()):
+        sources = sorted(class_dir.glob("*.jpg"))
+        target = destination / "normal_cases" / "train" / class_dir.name
+        target.mkdir()
+        label = int(class_dir.name)
+        count = images // CLASSES + (1 if label < images % CLASSES else 0)
+        for index in range(count):
+            source, path = sources[index % len(sources)], target / f"img_{index:06d}.jpg"
+            try:
+                os.link(source, path)
+            except OSError:  # another file system, or links not allowed
+                shutil.copyfile(source, path)
+    marker.write_text(f"{images}")
+    return destination
+
+
+def _tree_memory(pid: int) -> tuple[int, int]:
+    """(anonymous, file-backed) resident bytes of a process and its descendants, from /proc."""
+    import psutil
+
+    anon = file = 0
+    try:
+        processes = [psutil.Process(pid)]
+        processes += processes[0].children(recursive=True)
+    except psutil.Error:
+        return 0, 0
+    for process in processes:
+        try:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("RssAnon:"):
+                anon += int(line.split()[1]) * 1024
+            elif line.startswith(("RssFile:", "RssShmem:")):
+                file += int(line.split()[1]) * 1024
+    return anon, file
+
+
+# Runs the real command inside a fresh interpreter and, at exit, records its own VmHWM: the peak
+# resident set of this process since exec. (ru_maxrss is no good here: on Linux it keeps the RSS
+# of the parent at spawn time, so a benchmark that imported torch would "measure" itself.)
+RUNNER = """
+import atexit, json, runpy, sys
+out, kind, target, *rest = sys.argv[1:]
+def report():
+    fields = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmHWM", "RssAnon", "RssFile"):
+                fields[key] = int(value.split()[0]) * 1024
+    with open(out, "w") as handle:
+        json.dump(fields, handle)
+atexit.register(report)
+sys.argv = [target, *rest]
+if kind == "module":
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+else:
+    runpy.run_path(target, run_name="__main__")
+"""
+
+
+def measure(
+    kind: str, target: str, arguments: list[str], log_path: Path, env: dict[str, str]
+) -> dict[str, float]:
+    """Run one command in a fresh process; its peak memory and wall time.
+
+    `kind` is "module" (python -m TARGET) or "path" (python TARGET).
+    """
+    peaks = {"anon": 0, "file": 0}
+    report = log_path.with_suffix(".memory.json")
+    report.unlink(missing_ok=True)
+    command = [sys.executable, "-c", RUNNER, str(report), kind, target, *arguments]
+    started = time.perf_counter()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        finished = threading.Event()
+
+        def sample() -> None:
+            while not finished.is_set():
+                anon, file = _tree_memory(process.pid)
+                peaks["anon"] = max(peaks["anon"], anon)
+                peaks["file"] = max(peaks["file"], file)
+                finished.wait(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        process.wait()
+        finished.set()
+        sampler.join()
+    seconds = time.perf_counter() - started
+    if process.returncode != 0 or not report.is_file():
+        tail = log_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{target} {' '.join(arguments)} failed ({process.returncode}):\n{tail}")
+    final = json.loads(report.read_text())
+    return {
+        "hwm": final["VmHWM"],
+        "anon": max(peaks["anon"], final["RssAnon"]),
+        "file": max(peaks["file"], final["RssFile"]),
+        "seconds": seconds,
+    }
+
+
+def run_size(images: int, pool: Path, root: Path, train_args: list[str]) -> dict[str, dict]:
+    raw = raw_tree(pool, root / f"memory-raw-{images}", images)
+    scratch = Path(tempfile.mkdtemp(prefix=f"memory-{images}-", dir=root))
+    env = dict(
+        os.environ, HF_DATASETS_CACHE=str(scratch / "hf-datasets-cache"), TQDM_MININTERVAL="5"
+    )
+    try:
+        prepared_dir = scratch / "prepared"
+        prepare = measure(
+            "module",
+            "koin_hf.cli",
+            ["prepare", str(raw), str(prepared_dir)],
+            root / f"memory-{images}-prepare.log",
+            env,
+        )
+        prepared_bytes = sum(p.stat().st_size for p in prepared_dir.rglob("*.parquet"))
+        train = measure(
+            "path",
+            str(REPO / "train.py"),
+            [
+                "--dataset_name",
+                str(prepared_dir),
+                "--output_dir",
+                str(scratch / "model"),
+                *train_args,
+            ],
+            root / f"memory-{images}-train.log",
+            env,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    prepare["parquet_mib"] = prepared_bytes / 2**20
+    return {"koin prepare": prepare, "train.py, 1 epoch": train}
+
+
+def _mib(value: float) -> str:
+    return f"{value / 2**20:,.0f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--distinct", type=int, default=300, help="distinct photos in the pool")
+    parser.add_argument("--model", default="vit-tiny", help="--model_name_or_path for train.py")
+    parser.add_argument("--batch-size", type=int, default=128)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.distinct = [40], 20
+    print(machine_description())
+    root = work_dir(args.work_dir)
+    pool = synthetic_raw(
+        root,
+        f"memory-pool-{args.distinct}",
+        num_classes=CLASSES,
+        train_per_class=max(1, args.distinct // CLASSES),
+        image_size="64x80",
+    )
+    train_args = [
+        "--model_name_or_path",
+        args.model,
+        "--num_train_epochs",
+        "1",
+        "--per_device_train_batch_size",
+        str(args.batch_size),
+        "--per_device_eval_batch_size",
+        str(2 * args.batch_size),
+        "--eval_config_names",
+        "normal",
+        "--logging_steps",
+        "100",
+    ]
+    print(
+        f"\nraw trees: {args.distinct} distinct 64x80 JPEG photos hard-linked into N paths, "
+        f"{CLASSES} classes; train.py {' '.join(train_args)} (15% of train held out for "
+        f"validation, scored at the epoch end)\n"
+    )
+    header = (
+        f"{'images':>8}  {'command':<18} {'peak RSS MiB':>12} {'anon MiB':>9} "
+        f"{'file MiB':>9} {'seconds':>8} {'images/s':>9}"
+    )
+    print(header)
+    measured: dict[int, dict[str, dict]] = {}
+    for images in args.sizes:
+        measured[images] = run_size(images, pool, root, train_args)
+        for command, numbers in measured[images].items():
+            print(
+                f"{images:>8,}  {command:<18} {_mib(numbers['hwm']):>12} "
+                f"{_mib(numbers['anon']):>9} {_mib(numbers['file']):>9} "
+                f"{numbers['seconds']:>8.1f} {images / numbers['seconds']:>9,.0f}",
+                flush=True,
+            )
+    print()
+    for command in ("koin prepare", "train.py, 1 epoch"):
+        peaks = [measured[n][command]["hwm"] for n in args.sizes]
+        anon = [measured[n][command]["anon"] for n in args.sizes]
+        growth, anon_growth = max(peaks) / min(peaks), max(anon) / max(1, min(anon))
+        flat = growth <= FLAT_TOLERANCE
+        under = max(peaks) < LIMIT_BYTES
+        print(
+            f"{command}: peak RSS {_mib(min(peaks))}-{_mib(max(peaks))} MiB over "
+            f"{min(args.sizes):,}-{max(args.sizes):,} images (largest/smallest {growth:.2f}, "
+            f"anonymous {anon_growth:.2f}): "
+            f"{'FLAT' if flat else 'GROWS'} (target <= {FLAT_TOLERANCE}), "
+            f"{'MET' if under else 'MISSED'} (target < 3 GiB)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import datasets
 import pytest
+from rawkoin import CLASS_IDS, CLASS_NAMES, make_raw_koin, write_classes_csv, write_image
+
 from koin_hf.dataset_script.koin import (
     Koin,
     check_layout,
@@ -16,8 +18,6 @@ from koin_hf.dataset_script.koin import (
     locate_raw,
     read_class_names,
 )
-from rawkoin import CLASS_IDS, CLASS_NAMES, make_raw_koin, write_classes_csv, write_image
-
 from koin_hf.errors import KoinError
 
 

@@ -15,7 +15,6 @@ import datasets
 import numpy as np
 import pytest
 import yaml
-from koin_hf.dataset_script.koin import printable
 from PIL import Image
 from rawkoin import (
     CLASS_IDS,
@@ -32,6 +31,7 @@ from rawkoin import (
 )
 
 from koin_hf.cli import main
+from koin_hf.dataset_script.koin import printable
 from koin_hf.prepare import REPORT_FILE, prepare_koin
 
 SPLIT_FOLDERS = {

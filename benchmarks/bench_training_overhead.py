@@ -76,12 +76,12 @@ def trainer_run(model_dir: Path, data: PremadeBatches, batch_size: int, steps: i
 
     from koin_hf import data as koin_data
     from koin_hf.arguments import parse_arguments
-    from koin_hf.training import (
+    from koin_hf.trainer import (
         AugmentationClockCallback,
         KoinTrainer,
-        _compute_metrics_counting_samples,
-        _prepare_model,
+        compute_metrics_counting_samples,
     )
+    from koin_hf.training import _prepare_model
 
     names = [f"class-{i}" for i in range(NUM_CLASSES)]
     clock = StepClock()
@@ -118,7 +118,7 @@ def trainer_run(model_dir: Path, data: PremadeBatches, batch_size: int, steps: i
                 args=training_args,
                 train_dataset=data,
                 data_collator=koin_data.collate,
-                compute_metrics=_compute_metrics_counting_samples(),
+                compute_metrics=compute_metrics_counting_samples(),
                 processing_class=processor,
                 callbacks=[
                     AugmentationClockCallback(koin_data.AugmentationClock(training_args.seed)),

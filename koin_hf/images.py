@@ -142,16 +142,21 @@ def _decode_opened(stream: io.BufferedIOBase, max_shorter_side: int | None) -> I
         raise UnusableImage(f"corrupt or truncated image ({type(err).__name__}: {err})") from err
 
 
-def decode_rgb(source: str | Path | bytes, max_shorter_side: int | None = None) -> Image.Image:
+def decode_rgb(
+    source: str | Path | bytes, max_shorter_side: int | None = None, *, slack: float = 1.0
+) -> Image.Image:
     """Decode a file or bytes into an upright RGB image, optionally downscaled.
 
     `max_shorter_side` caps the shorter side; JPEGs are then decoded at reduced size straight
     from the DCT (Pillow's draft mode), which is several times cheaper than a full decode.
+    `slack` > 1 tolerates a shorter side up to `slack * max_shorter_side` after that decode and
+    skips the resampling pass: for callers that crop and resize anyway (training augmentation),
+    the pass costs as much as the decode and only throws detail away.
     Raises UnusableImage with a human-readable reason, never a codec-specific exception.
     """
     with _open_source(source) as stream:
         image = _decode_opened(stream, max_shorter_side)
-    if max_shorter_side:
+    if max_shorter_side and min(image.size) > max_shorter_side * slack:
         image = downscale(image, max_shorter_side)
     return image
 

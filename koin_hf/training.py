@@ -19,16 +19,18 @@ from typing import Any
 
 import datasets
 import numpy as np
+import torch
 import transformers
-from peft import PeftModel
-from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer, TrainerCallback, set_seed
+from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
+from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
 from koin_hf import __version__, lora, models
 from koin_hf import data as koin_data
 from koin_hf.arguments import DataArguments, KoinTrainingArguments, ModelArguments, parse_arguments
 from koin_hf.errors import KoinError
-from koin_hf.metrics import make_compute_metrics
+from koin_hf.trainer import AugmentationClockCallback, KoinTrainer, compute_metrics_counting_samples
+from koin_hf.training_data import load_splits
 
 logger = logging.getLogger("koin_hf.training")
 
@@ -36,180 +38,27 @@ TRAINING_INFO_FILE = "koin_training.json"
 FEWSHOT_IDS_FILE = "fewshot_ids.json"
 
 
-def load_checkpoint_weights(model: PreTrainedModel, checkpoint: str) -> None:
-    """Load a checkpoint's weights into `model` through from_pretrained, strictly.
-
-    transformers 5 writes checkpoints under legacy parameter names (ViT's
-    `encoder.layer.N.attention.attention.query`, ...) and renames them inside from_pretrained,
-    but Trainer's resume and load-best-model paths call `load_state_dict(strict=False)` on the raw
-    file: every renamed layer silently keeps its current weights. Measured here: a resumed ViT
-    run diverged from an uninterrupted one, and the "best" model was a hybrid.
-    """
-    restored = type(model).from_pretrained(checkpoint, dtype=next(model.parameters()).dtype)
-    model.load_state_dict(restored.state_dict(), strict=True)
-
-
-class KoinTrainer(Trainer):
-    """Trainer with koin-hf's model card on push and checkpoint loading that renames keys."""
-
-    def _loads_plain_weights(self, model: Any) -> bool:
-        return (
-            isinstance(model, PreTrainedModel)
-            and not isinstance(model, PeftModel)
-            and not self.is_fsdp_enabled
-            and not self.is_deepspeed_enabled
-        )
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
-        target = model if model is not None else self.model
-        if not self._loads_plain_weights(target):
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        logger.info("loading model weights from %s", resume_from_checkpoint)
-        load_checkpoint_weights(target, resume_from_checkpoint)
-
-    def _load_best_model(self) -> None:
-        model = self.accelerator.unwrap_model(self.model)
-        if not self._loads_plain_weights(model) or self.state.best_model_checkpoint is None:
-            return super()._load_best_model()
-        logger.info("loading the best checkpoint %s", self.state.best_model_checkpoint)
-        load_checkpoint_weights(model, self.state.best_model_checkpoint)
-
-    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
-        from koin_hf.hub import write_model_card
-
-        if self.is_world_process_zero():
-            write_model_card(self.args.output_dir, repo_id=self.args.hub_model_id)
-
-
-class AugmentationClockCallback(TrainerCallback):
-    """Tells the training transform which epoch it is augmenting (see AugmentationClock)."""
-
-    def __init__(self, clock: koin_data.AugmentationClock) -> None:
-        self.clock = clock
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        # state.epoch is fractional when resuming mid-epoch; the epsilon guards 0.9999999.
-        self.clock.epoch = int((state.epoch or 0) + 1e-6)
-
-
-def _compute_metrics_counting_samples():
-    """Top-1/top-3 plus how many predictions reached the metric.
-
-    Under several processes the distributed sampler pads the last batch with duplicates and
-    `gather_for_metrics` must drop them; `eval_<set>_num_samples` lets anyone check it did.
-    """
-    top_k = make_compute_metrics()
-
-    def compute(prediction) -> dict[str, float]:
-        return {**top_k(prediction), "num_samples": int(len(prediction.label_ids))}
-
-    return compute
-
-
 def _default_output_dir(model_name_or_path: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(model_name_or_path).name or model_name_or_path)
     return f"outputs/koin-{slug.strip('-') or 'model'}"
 
 
-def _load_splits(data_args: DataArguments, training_args: KoinTrainingArguments):
-    """Train / validation / few-shot sample, and the test sets to score, with their checks."""
-    dataset_name = data_args.dataset_name or str(
-        koin_data.ensure_default_dataset(num_classes=data_args.synthetic_num_classes)
-    )
-    if data_args.streaming:
-        train, validation = _streamed_train(dataset_name, data_args, training_args)
-        names = koin_data.label_names(train, data_args.label_column_name)
-    else:
-        train, validation = _train_and_validation(dataset_name, data_args, training_args.seed)
-        names = koin_data.label_names(train, data_args.label_column_name)
-    eval_sets = {"validation": validation} if validation is not None else {}
-    eval_sets.update(_test_sets(dataset_name, data_args, names))
-    return dataset_name, names, train, eval_sets
-
-
-def _train_split(dataset_name: str, data_args: DataArguments, streaming: bool):
-    train_dict = koin_data.load_prepared(
-        dataset_name, data_args.dataset_config_name, streaming=streaming
-    )
-    if "train" not in train_dict:
+def _init_head_from_class_names(
+    model, family, model_args: ModelArguments, names: list[str]
+) -> None:
+    """CLIP only: start the head from the text embeddings of prompts built from the class names."""
+    if family.name != "clip":
+        raise KoinError(f"--zero_shot_head_init needs a CLIP model, not the {family.name!r} family")
+    if model_args.model_name_or_path.endswith("-tiny"):
         raise KoinError(
-            f"config {data_args.dataset_config_name!r} of {dataset_name} has no train split "
-            f"(splits: {', '.join(train_dict)})"
+            "--zero_shot_head_init needs a CLIP checkpoint with its text tower (a Hub id or folder), "
+            f"not the random {model_args.model_name_or_path!r}"
         )
-    where = f"{dataset_name} ({data_args.dataset_config_name})"
-    koin_data.check_columns(
-        train_dict["train"].features,
-        data_args.image_column_name,
-        data_args.label_column_name,
-        where,
-    )
-    return train_dict
+    from koin_hf.zero_shot import init_head_from_text, zero_shot_text_embeddings
 
-
-def _train_and_validation(dataset_name: str, data_args: DataArguments, seed: int):
-    train_dict = _train_split(dataset_name, data_args, streaming=False)
-    label_col = data_args.label_column_name
-    if "validation" in train_dict:
-        train, validation = train_dict["train"], train_dict["validation"]
-    else:
-        train, validation = koin_data.stratified_split(
-            train_dict["train"], data_args.train_val_split, seed, label_col
-        )
-    if data_args.shots_per_class:
-        train = koin_data.sample_few_shot(train, data_args.shots_per_class, seed, label_col)
-    return train, validation
-
-
-def _streamed_train(
-    dataset_name: str, data_args: DataArguments, training_args: KoinTrainingArguments
-):
-    """A train split read as a stream: for datasets larger than the local disk.
-
-    A stream has no length and cannot be sampled per class without a full pass, so few-shot
-    sampling and the carved validation split are not available; a `validation` split the dataset
-    ships is used, otherwise the final model is the last step's.
-    """
-    if data_args.shots_per_class:
-        raise KoinError("--shots_per_class needs the whole train split: drop --streaming")
-    if training_args.max_steps is None or training_args.max_steps <= 0:
-        raise KoinError("--streaming needs --max_steps: a stream has no length to count epochs by")
-    train_dict = _train_split(dataset_name, data_args, streaming=True)
-    train = train_dict["train"].shuffle(
-        seed=training_args.seed, buffer_size=data_args.shuffle_buffer_size
-    )
-    validation = None
-    if "validation" in train_dict:
-        validation = koin_data.load_prepared(
-            dataset_name, data_args.dataset_config_name, split="validation"
-        )
-    else:
-        training_args.load_best_model_at_end = False
-        training_args.metric_for_best_model = None
-        logger.warning(
-            "streamed dataset has no validation split: the final model is the last step's"
-        )
-    return train, validation
-
-
-def _test_sets(dataset_name: str, data_args: DataArguments, names: list[str]) -> dict[str, Any]:
-    """The test split of every requested config that exists, with the training class names."""
-    image_col, label_col = data_args.image_column_name, data_args.label_column_name
-    test_sets = {}
-    for config in data_args.eval_config_names:
-        try:
-            test = koin_data.load_prepared(dataset_name, config, split="test")
-        except KoinError as err:
-            logger.warning("%s: not scored", err)
-            continue
-        koin_data.check_columns(test.features, image_col, label_col, f"{dataset_name} ({config})")
-        if koin_data.label_names(test, label_col) != names:
-            raise KoinError(
-                f"the {config!r} config of {dataset_name} has other class names than the training config"
-            )
-        if data_args.max_eval_samples:
-            test = test.select(range(min(len(test), data_args.max_eval_samples)))
-        test_sets[config] = test
-    return test_sets
+    checkpoint = _base_model(model_args.model_name_or_path, family)
+    embeddings = zero_shot_text_embeddings(checkpoint, names, model_args.prompt_template)
+    init_head_from_text(model, embeddings, clip_model=checkpoint)
 
 
 def _prepare_model(model_args: ModelArguments, names: list[str], seed: int):
@@ -220,16 +69,7 @@ def _prepare_model(model_args: ModelArguments, names: list[str], seed: int):
         seed=seed,
     )
     if model_args.zero_shot_head_init:
-        if family.name != "clip":
-            raise KoinError(
-                f"--zero_shot_head_init needs a CLIP model, not the {family.name!r} family"
-            )
-        from koin_hf.zero_shot import init_head_from_text, zero_shot_text_embeddings
-
-        embeddings = zero_shot_text_embeddings(
-            model_args.model_name_or_path, names, model_args.prompt_template
-        )
-        init_head_from_text(model, embeddings)
+        _init_head_from_class_names(model, family, model_args, names)
     if model_args.lora and model_args.freeze_backbone:
         raise KoinError("choose one of --lora and --freeze_backbone")
     if model_args.lora:
@@ -296,6 +136,8 @@ def _save_outputs(
     if trainer.is_world_process_zero():
         model.save_pretrained(output_dir, safe_serialization=True)
         processor.save_pretrained(output_dir)
+        # What Trainer.save_model writes beside the weights, for whoever reproduces the run.
+        torch.save(trainer.args, output_dir / TRAINING_ARGS_NAME)
         (output_dir / TRAINING_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
 
@@ -308,7 +150,7 @@ def run_training(
         training_args.output_dir = _default_output_dir(model_args.model_name_or_path)
     set_seed(training_args.seed)
     with training_args.main_process_first(desc="preparing the dataset"):
-        dataset_name, names, train, eval_sets = _load_splits(data_args, training_args)
+        dataset_name, names, train, eval_sets = load_splits(data_args, training_args)
     model, processor, family, (trainable, total) = _prepare_model(
         model_args, names, training_args.seed
     )
@@ -336,7 +178,7 @@ def run_training(
         train_dataset=train,
         eval_dataset=eval_sets,
         data_collator=koin_data.collate,
-        compute_metrics=_compute_metrics_counting_samples(),
+        compute_metrics=compute_metrics_counting_samples(),
         processing_class=processor,
         callbacks=callbacks,
     )

@@ -70,7 +70,7 @@ def test_every_family_trains_and_saves_a_pipeline_model(prepared, tmp_path, fami
             <= metrics[f"eval_{name}_top3_accuracy"]
             <= 1.0
         )
-    assert (out / "model.safetensors").is_file()
+    assert (out / "model.safetensors").is_file() and (out / "training_args.bin").is_file()
     config = AutoConfig.from_pretrained(out)
     assert [config.id2label[i] for i in range(len(CLASS_NAMES))] == list(CLASS_NAMES)
     info = read_json(out / "koin_training.json")
@@ -310,3 +310,37 @@ def test_end_of_run_table_equals_koin_evaluate(prepared, tmp_path, family):
             assert report["configs"][config][f"top{k}_accuracy"] == pytest.approx(
                 metrics[f"eval_{config}_top{k}_accuracy"], abs=1e-9
             ), (config, k)
+
+
+def test_zero_shot_head_init_starts_clip_from_the_class_names(prepared, tmp_path):
+    from tinyclip import make_tiny_clip_dir
+
+    clip_dir = make_tiny_clip_dir(tmp_path / "clip")
+    out = tmp_path / "zs"
+    train(
+        prepared,
+        out,
+        "--model_name_or_path",
+        str(clip_dir),
+        "--zero_shot_head_init",
+        "--max_steps",
+        "1",
+    )
+    assert read_json(out / "koin_training.json")["zero_shot_head_init"] is True
+    with pytest.raises(KoinError, match="text tower"):
+        train(
+            prepared, tmp_path / "x", "--model_name_or_path", "clip-tiny", "--zero_shot_head_init"
+        )
+    with pytest.raises(KoinError, match="needs a CLIP model"):
+        train(prepared, tmp_path / "y", "--zero_shot_head_init")
+
+
+def test_early_stopping_with_bf16_and_gradient_accumulation(prepared, tmp_path):
+    # A zero learning rate never improves validation, so patience 1 stops at the second evaluation.
+    out = tmp_path / "early"
+    train(prepared, out, "--max_steps", "20", "--eval_strategy", "steps", "--eval_steps", "1",
+          "--save_strategy", "steps", "--save_steps", "1", "--learning_rate", "0",
+          "--early_stopping_patience", "1", "--gradient_accumulation_steps", "2", "--bf16", "true")  # fmt: skip
+    info = read_json(out / "koin_training.json")
+    assert info["global_steps"] == 2
+    assert info["precision"] == "bf16"

@@ -33,6 +33,8 @@ required = [
     "koin_hf/dataset_script/koin.py",
     "koin_hf/model_cards/dataset_card.md.j2",
     "koin_hf/model_cards/model_card.md.j2",
+    "koin_hf/synthetic/__init__.py",
+    "koin_hf/evaluate_modules/top_k_accuracy/top_k_accuracy.py",
     "koin_hf/evaluate_modules/top_k_accuracy/top_k_accuracy.py",
 ]
 missing = [name for name in required if name not in names]

@@ -205,6 +205,9 @@ def _ordered_sets(metrics: Mapping[str, Any]) -> list[str]:
 
 def _labels(config: Mapping[str, Any]) -> list[str]:
     id2label = config.get("id2label") or {}
+    if not id2label and isinstance(config.get("label_names"), list):
+        # timm-wrapped models (TimmWrapperConfig) keep their label names in `label_names`.
+        return [str(name) for name in config["label_names"]]
     try:
         pairs = sorted((int(key), str(name)) for key, name in id2label.items())
     except (AttributeError, TypeError, ValueError):

@@ -260,3 +260,13 @@ def test_dataset_card_reads_report_and_header_from_the_folder(tmp_path: Path) ->
     assert again == first
     loaded = DatasetCard.load(tmp_path / "README.md")
     assert loaded.data.to_dict()["configs"] == CONFIGS_YAML["configs"]
+
+
+def test_model_card_counts_the_labels_of_a_timm_wrapped_model(tmp_path: Path) -> None:
+    """TimmWrapperConfig keeps names in `label_names`, not `id2label` (the default lite0 model)."""
+    model_dir = tmp_path / "lite0"
+    model_dir.mkdir()
+    config = {"model_type": "timm_wrapper", "label_names": ["Kim A", "Lee B", "Park C"]}
+    (model_dir / "config.json").write_text(json.dumps(config))
+    text = render_model_card(model_dir)
+    assert "which of 3 people" in text and "Park C" in text

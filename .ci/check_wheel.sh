@@ -41,9 +41,14 @@ assert not missing, f"wheel lacks {missing}"
 print(f"wheel carries the builder, templates and metric module ({len(names)} files)")
 EOF
 
-echo "== installing it into a venv (system site-packages for torch & co, no downloads)"
+echo "== installing it into a venv (torch & co from the calling environment, no downloads)"
 "$PYTHON" -m venv --system-site-packages "$WORK/venv"
 VPY="$WORK/venv/bin/python"
+# When the caller is itself a venv (CI's), --system-site-packages reaches only the base
+# interpreter; a .pth line makes the caller's packages visible too. Directories named in a .pth
+# file do not run their own .pth files, so the caller's editable koin_hf stays invisible.
+"$PYTHON" -c "import sysconfig; print(sysconfig.get_paths()['purelib']); print(sysconfig.get_paths()['platlib'])" \
+    > "$("$VPY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_calling_env.pth"
 "$VPY" -m pip install --quiet --no-deps --force-reinstall --no-index "$WHEEL"
 
 echo "== koin prepare + load_dataset from outside the repository"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from dataclasses import asdict
@@ -261,11 +262,33 @@ def run_training(
     }
 
 
+def use_all_cpu_cores() -> None:
+    """Undo `accelerate launch`'s single-thread default on machines without an accelerator.
+
+    Without --cpu, accelerate's launcher exports OMP_NUM_THREADS=1 for every process, which
+    halves (on 2 cores) the speed of a CPU-only run; measured here, the default run's training
+    step went from 2.6 s to 5.4 s. The cores are shared among the local processes instead.
+    """
+    launched_by_accelerate = "ACCELERATE_MIXED_PRECISION" in os.environ
+    if (
+        not launched_by_accelerate
+        or os.environ.get("OMP_NUM_THREADS") != "1"
+        or torch.cuda.is_available()
+    ):
+        return
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    threads = max(1, (os.cpu_count() or 1) // local_processes)
+    if threads > torch.get_num_threads():
+        torch.set_num_threads(threads)
+        logger.info("using %d CPU threads per process (accelerate launch had set 1)", threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
     )
     transformers.utils.logging.set_verbosity_warning()
+    use_all_cpu_cores()
     datasets.utils.logging.set_verbosity_warning()
     try:
         run_training(*parse_arguments(argv))

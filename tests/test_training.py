@@ -344,3 +344,24 @@ def test_early_stopping_with_bf16_and_gradient_accumulation(prepared, tmp_path):
     info = read_json(out / "koin_training.json")
     assert info["global_steps"] == 2
     assert info["precision"] == "bf16"
+
+
+def test_accelerate_single_thread_default_is_undone_on_cpu(monkeypatch):
+    import torch
+
+    from koin_hf.training import use_all_cpu_cores
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what `accelerate launch` exports without --cpu
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    torch.set_num_threads(1)
+    try:
+        use_all_cpu_cores()
+        assert torch.get_num_threads() == os.cpu_count()
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", str(os.cpu_count()))  # one core per process
+        torch.set_num_threads(1)
+        use_all_cpu_cores()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -66,6 +66,11 @@ def _memory_gib() -> str:
         return "RAM unknown"
 
 
+def load_average() -> str:
+    """1, 5 and 15-minute load averages: above the core count, other work shared the CPU."""
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+
+
 def machine_description() -> str:
     """One paragraph naming the machine and the library versions the numbers came from."""
     import datasets
@@ -75,10 +80,9 @@ def machine_description() -> str:
     import transformers
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     return (
         f"machine: {_cpu_model()}, {cores} usable cores, {_memory_gib()}, "
-        f"load average at start {load}\n"
+        f"load average at start {load_average()}\n"
         f"software: Python {platform.python_version()}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), torchvision {torchvision.__version__}, "
         f"transformers {transformers.__version__}, datasets {datasets.__version__}, "
@@ -109,6 +113,16 @@ def describe(result: Any) -> str:
             f"{x:.3f}" for x in result
         )
     return str(result)
+
+
+def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:
+    """Round-by-round ratios of two contenders' results.
+
+    Both ran back to back in the same round, so load from elsewhere that comes and goes (a
+    neighbour's job can make a step 10x slower on a shared 2-core machine) mostly cancels out;
+    the median of these is the figure to judge by.
+    """
+    return [a / b for a, b in zip(numerators, denominators, strict=True)]
 
 
 def median(values: Sequence[float]) -> float:

@@ -6,20 +6,29 @@ came from `koin prepare`, from the Hub, or from somewhere else entirely.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
 import torch
+from PIL import Image
+from torch.utils.data import default_collate
 from torchvision.transforms import v2
 
 from koin_hf.errors import KoinError
 from koin_hf.images import UnusableImage, decode_rgb
+
+try:  # deprecated since torchvision 0.29 (superseded by TorchCodec): Pillow decodes once it goes
+    from torchvision.io import ImageReadMode, decode_jpeg
+except ImportError:  # pragma: no cover - depends on the installed torchvision
+    decode_jpeg = None
 
 EVAL_CONFIGS = ("normal", "hard", "group")
 
@@ -182,9 +191,56 @@ def processor_normalization(processor: Any) -> tuple[list[float], list[float]]:
     return list(mean), list(std)
 
 
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run per-image tensor work on one intra-op thread, as DataLoader workers always do.
+
+    Pre-processing ops are small (~150k elements), so splitting each over threads gains little;
+    when the cores are shared with anything else, though, every split op waits for a descheduled
+    sibling thread: measured on 2 busy cores, an image processor took 30 ms per image with 2
+    threads and 1 ms with 1. Training and evaluation transforms run in the training process
+    itself when `dataloader_num_workers` is 0 (Trainer's default), so they pin themselves here.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _decode_small_rgb_jpeg(data: bytes, min_side: int) -> torch.Tensor | None:
+    """libjpeg-turbo straight into a tensor, for what prepared datasets hold: small RGB JPEGs.
+
+    About 1.5x faster than Pillow + conversion on a 256-pixel image. None for anything else
+    (not a JPEG, not RGB, more than twice the size the crop needs, unreadable): `decode_rgb`
+    handles those, with reduced-size decoding and a skip reason.
+    """
+    if decode_jpeg is None or not data.startswith(b"\xff\xd8\xff"):
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as header:  # parses the headers, decodes nothing
+            if header.format != "JPEG" or header.mode != "RGB" or min(header.size) > 2 * min_side:
+                return None
+        return decode_jpeg(
+            torch.frombuffer(bytearray(data), dtype=torch.uint8),
+            mode=ImageReadMode.RGB,
+            apply_exif_orientation=True,
+        )
+    except Exception:  # whatever went wrong, the robust path decides (and names the reason)
+        return None
+
+
 def _decode(value: Any, min_side: int) -> torch.Tensor:
     """An undecoded datasets image ({'bytes', 'path'}) as a uint8 CHW tensor."""
     source = value.get("bytes") or value.get("path") if isinstance(value, dict) else value
+    if isinstance(source, bytes):
+        pixels = _decode_small_rgb_jpeg(source, min_side)
+        if pixels is not None:
+            return pixels
     if hasattr(source, "mode"):  # already a PIL image
         image = source.convert("RGB")
     else:
@@ -237,12 +293,11 @@ def make_train_transform(
             v2.RandomHorizontalFlip(),
         ]
     )
-    # v2.ToDtype(scale=True) + v2.Normalize, done once per batch in one fused pass:
+    # v2.ToDtype(scale=True) + v2.Normalize in one pass that writes straight into the batch:
     # (x / 255 - mean) / std == x * (1 / (255 * std)) - mean / std.
-    gain = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-    offset = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) / torch.tensor(
-        std, dtype=torch.float32
-    ).view(1, -1, 1, 1)
+    std_tensor = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    gain = 1.0 / (255.0 * std_tensor)
+    minus_offset = -torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1) / std_tensor
     decode_side = max(height, width)
     generator = torch.default_generator  # what the v2 transforms draw from
 
@@ -262,8 +317,11 @@ def make_train_transform(
             generator.set_state(state)
 
     def transform(batch: dict[str, list]) -> dict[str, Any]:
-        pixels = torch.stack([augment_one(value) for value in batch[image_column]])
-        pixel_values = pixels.to(torch.float32).mul_(gain).sub_(offset)
+        images = batch[image_column]
+        pixel_values = torch.empty(len(images), 3, height, width, dtype=torch.float32)
+        with one_torch_thread():
+            for row, value in zip(pixel_values, images, strict=True):
+                torch.addcmul(minus_offset, augment_one(value), gain, out=row)
         return {"pixel_values": pixel_values, "labels": torch.as_tensor(batch[label_column])}
 
     return transform
@@ -280,7 +338,8 @@ def make_eval_transform(
 
     def transform(batch: dict[str, list]) -> dict[str, Any]:
         images = [image.convert("RGB") for image in batch[image_column]]
-        pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+        with one_torch_thread():
+            pixels = processor(images=images, return_tensors="pt")["pixel_values"]
         return {"pixel_values": pixels, "labels": torch.as_tensor(batch[label_column])}
 
     return transform
@@ -296,7 +355,9 @@ def apply_transform(dataset, transform: Callable[[dict[str, list]], dict[str, An
 
 def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     return {
-        "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
+        # default_collate stacks straight into shared memory inside a DataLoader worker, which
+        # saves a copy of the whole batch on its way to the training process.
+        "pixel_values": default_collate([example["pixel_values"] for example in examples]),
         "labels": torch.as_tensor([int(example["labels"]) for example in examples]),
     }
 

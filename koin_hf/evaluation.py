@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from koin_hf.data import one_torch_thread
 from koin_hf.errors import KoinError
 from koin_hf.metrics import DEFAULT_KS, check_ks, load_top_k_metric, metric_names, top_k_credit
 
@@ -243,7 +244,10 @@ def preprocess_images(image_processor, images: Sequence) -> torch.Tensor:
 
     # load_image applies the EXIF orientation and converts to RGB, as the pipeline does.
     rgb = [load_image(image) for image in images]
-    return image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+    # Small per-image ops on two threads stall when the cores are shared (30 ms vs 1 ms per
+    # image measured by benchmarks/bench_inference.py), so pre-processing runs on one.
+    with one_torch_thread():
+        return image_processor(images=rgb, return_tensors="pt")["pixel_values"]
 
 
 class _Batches:

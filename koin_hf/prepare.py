@@ -87,7 +87,11 @@ def _export_split(dataset: datasets.Dataset, folder: Path, split: str) -> list[s
     names = []
     for index in range(num_shards):
         name = f"{split}-{index:05d}-of-{num_shards:05d}.parquet"
-        dataset.shard(num_shards, index, contiguous=True).to_parquet(str(folder / name))
+        # Row groups of 1,000 rows: datasets reads a parquet file a row group at a time, and its
+        # ~100 MB default made the first load's heap grow with the dataset (bench_memory.py).
+        dataset.shard(num_shards, index, contiguous=True).to_parquet(
+            str(folder / name), batch_size=1000
+        )
         names.append(name)
     return names
 

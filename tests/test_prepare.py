@@ -208,6 +208,7 @@ def test_prepare_to_dot_koin_then_load_dataset_koin(tmp_path, monkeypatch):
 
 
 def test_summary_is_printed_with_skips_and_warnings(tmp_path, capsys):
+    datasets.enable_progress_bars()  # whatever an earlier test in this process switched off
     raw = make_raw_koin(tmp_path / "raw", per_split={"normal_cases/train": 1})
     (raw / "normal_cases" / "train" / "0001" / "bad.jpg").write_bytes(b"junk")
     (raw / "normal_cases" / "test" / "0002").mkdir(parents=True)

@@ -59,6 +59,8 @@ CASE_FOLDERS: dict[str, tuple[str, ...]] = {
     "hard": ("hard_cases",),
     "group": ("group_cases",),
 }
+# The configurations, in the order prepare builds and reports them.
+CONFIG_NAMES: tuple[str, ...] = tuple(CASE_FOLDERS)
 CASE_SPLITS: dict[str, tuple[str, ...]] = {
     "normal": ("train", "test"),
     "hard": ("train", "test"),

@@ -30,8 +30,6 @@ try:  # deprecated since torchvision 0.29 (superseded by TorchCodec): Pillow dec
 except ImportError:  # pragma: no cover - depends on the installed torchvision
     decode_jpeg = None
 
-EVAL_CONFIGS = ("normal", "hard", "group")
-
 
 # --------------------------------------------------------------------------- loading
 

@@ -26,10 +26,11 @@ import torch
 from tqdm.auto import tqdm
 
 from koin_hf.data import one_torch_thread
+from koin_hf.dataset_script.koin import CONFIG_NAMES
 from koin_hf.errors import KoinError
 from koin_hf.metrics import DEFAULT_KS, check_ks, load_top_k_metric, metric_names, top_k_credit
 
-KOIN_CONFIGS: tuple[str, ...] = ("normal", "hard", "group")
+KOIN_CONFIGS: tuple[str, ...] = CONFIG_NAMES
 # Robustness is measured against the normal test set: how much accuracy a shift in conditions costs.
 ROBUSTNESS_SHIFTS: tuple[tuple[str, str], ...] = (("normal", "hard"), ("normal", "group"))
 TIE_RULE = (

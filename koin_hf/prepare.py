@@ -28,6 +28,7 @@ from huggingface_hub import DatasetCardData
 from tqdm.auto import tqdm
 
 from koin_hf.dataset_script.koin import (
+    CONFIG_NAMES,
     DEFAULT_IMAGE_SIZE,
     Koin,
     RawLocation,
@@ -43,7 +44,6 @@ from koin_hf.errors import KoinError
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAMES = ("normal", "hard", "group")
 REPORT_FILE = "prepare_report.json"
 MAX_SHARD_BYTES = 500 * 1024 * 1024  # the Hub viewer and git-LFS are happiest below ~500 MB
 

@@ -11,12 +11,13 @@ import io
 import math
 import os
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow.dataset as pads
 import torch
 from PIL import Image
 from torch.utils.data import default_collate
@@ -24,6 +25,7 @@ from torchvision.transforms import v2
 
 from koin_hf.errors import KoinError
 from koin_hf.images import UnusableImage, decode_rgb
+from koin_hf.mapped_pages import releasing_pages
 
 try:  # deprecated since torchvision 0.29 (superseded by TorchCodec): Pillow decodes once it goes
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -32,6 +34,12 @@ except ImportError:  # pragma: no cover - depends on the installed torchvision
 
 
 # --------------------------------------------------------------------------- loading
+
+
+# pyarrow pre-buffers a whole parquet file while datasets converts it to Arrow (apache/arrow#39808):
+# the first load of a prepared dataset held its size in heap (+250 MiB at 100k small images).
+# Reading without pre-buffering holds about a row group. Only the parquet builder takes the option.
+_ROW_GROUP_AT_A_TIME = {"fragment_scan_options": pads.ParquetFragmentScanOptions(pre_buffer=False)}
 
 
 def load_prepared(
@@ -47,7 +55,15 @@ def load_prepared(
     """
     name = str(name_or_path)
     try:
-        return datasets.load_dataset(name, config_name, split=split, streaming=streaming)
+        try:
+            return datasets.load_dataset(
+                name, config_name, split=split, streaming=streaming, **_ROW_GROUP_AT_A_TIME
+            )
+        except ValueError as err:
+            if "fragment_scan_options" not in str(err):
+                raise
+            # Not parquet (an imagefolder, a script-free csv...): datasets' defaults.
+            return datasets.load_dataset(name, config_name, split=split, streaming=streaming)
     except ValueError as err:
         message = str(err)
         if "not found" in message and "config" in message.lower():
@@ -66,11 +82,65 @@ def load_prepared(
         ) from err
 
 
-def available_configs(name_or_path: str) -> list[str]:
+def config_names(name_or_path: str | os.PathLike) -> list[str]:
+    """The dataset's configs; a KoinError when the dataset cannot be read at all."""
     try:
         return list(datasets.get_dataset_config_names(str(name_or_path)))
-    except Exception:  # the error we are explaining is the caller's; this is best effort
+    except Exception as err:  # whatever datasets raised, the user's problem is the same
+        raise KoinError(f"cannot read the dataset {str(name_or_path)!r}: {err}") from err
+
+
+def available_configs(name_or_path: str) -> list[str]:
+    try:
+        return config_names(name_or_path)
+    except KoinError:  # the error we are explaining is the caller's; this is best effort
         return []
+
+
+def load_test_sets(
+    source: str | os.PathLike | Mapping[str, Any],
+    configs: Sequence[str],
+    *,
+    split: str = "test",
+    required: bool = False,
+    image_column: str = "image",
+    label_column: str = "label",
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """{config: its `split`} for each config that has one, and {config: why not} for the others.
+
+    `source` is a prepared folder or Hub id, or a mapping config -> Dataset. With `required`, a
+    missing config or split is an error instead of a reason. Every set found has the columns a
+    model needs (`check_columns`); whether its classes match a model is the caller's question.
+    """
+    if isinstance(source, Mapping):
+        available, where = list(source), "the given datasets"
+
+        def load(config: str):
+            return source[config]
+    else:
+        available, where = config_names(source), str(source)
+
+        def load(config: str):
+            return load_prepared(source, config, split=split)
+
+    found: dict[str, Any] = {}
+    missing: dict[str, str] = {}
+    for config in configs:
+        if config not in available:
+            missing[config] = f"{where} has no {config!r} config (it has {', '.join(available)})"
+        else:
+            try:
+                data = load(config)
+            except KoinError as err:  # the config exists but has no such split
+                missing[config] = str(err)
+            else:
+                # Wrong columns are a mistake to fix, never a set to skip quietly.
+                check_columns(data.features, image_column, label_column, f"{where} ({config})")
+                found[config] = data
+                continue
+        if required:
+            raise KoinError(missing[config])
+    return found, missing
 
 
 def check_columns(
@@ -344,10 +414,14 @@ def make_eval_transform(
 
 
 def apply_transform(dataset, transform: Callable[[dict[str, list]], dict[str, Any]]):
-    """Attach a batch transform: lazily on a Dataset, as a batched map on a streamed one."""
+    """Attach a batch transform: lazily on a Dataset, as a batched map on a streamed one.
+
+    On a memory-mapped Dataset the transform also hands the pages it has read back to the page
+    cache after each batch, so an epoch's resident set does not grow with the dataset.
+    """
     if isinstance(dataset, datasets.IterableDataset):
         return dataset.map(transform, batched=True, remove_columns=list(dataset.column_names or []))
-    dataset.set_transform(transform)
+    dataset.set_transform(releasing_pages(transform, dataset))
     return dataset
 
 

@@ -25,9 +25,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from koin_hf import data as koin_data
 from koin_hf.data import one_torch_thread
 from koin_hf.dataset_script.koin import CONFIG_NAMES
 from koin_hf.errors import KoinError
+from koin_hf.mapped_pages import MappedPageReleaser, dataset_files
 from koin_hf.metrics import DEFAULT_KS, check_ks, load_top_k_metric, metric_names, top_k_credit
 
 KOIN_CONFIGS: tuple[str, ...] = CONFIG_NAMES
@@ -100,58 +102,15 @@ def load_test_sets(
     mapping config -> Dataset. `configs=None` means all KoIn configs, skipping missing ones with a
     note; configs named explicitly must exist.
     """
-    explicit = configs is not None
-    wanted = list(configs) if explicit else list(KOIN_CONFIGS)
-    found: dict = {}
-    skipped: dict[str, str] = {}
-    if isinstance(dataset, Mapping):
-        available = list(dataset)
-        loader = dataset.__getitem__
-    else:
-        from datasets import get_dataset_config_names, load_dataset
-
-        source = str(dataset)
-        try:
-            available = get_dataset_config_names(source)
-        except Exception as err:  # any failure here means "cannot read this dataset"
-            raise KoinError(f"cannot read the dataset {source!r}: {err}") from err
-
-        def loader(config: str):
-            return load_dataset(source, config, split=split)
-
-    for config in wanted:
-        if config not in available:
-            reason = f"the dataset has no {config!r} config (it has {', '.join(available)})"
-        else:
-            try:
-                found[config] = loader(config)
-                continue
-            except (ValueError, KeyError) as err:  # datasets: 'Unknown split "test"'
-                reason = f"config {config!r} has no {split!r} split ({err})"
-        if explicit:
-            raise KoinError(reason + ".")
-        skipped[config] = reason
+    found, skipped = koin_data.load_test_sets(
+        dataset,
+        list(configs) if configs is not None else list(KOIN_CONFIGS),
+        split=split,
+        required=configs is not None,
+    )
     if not found:
         raise KoinError(f"nothing to evaluate: {'; '.join(skipped.values())}.")
-    for config, data in found.items():
-        _check_columns(config, data)
     return found, skipped
-
-
-def _check_columns(config: str, data) -> None:
-    from datasets import ClassLabel
-
-    features = data.features
-    if "image" not in features or "label" not in features:
-        raise KoinError(
-            f"config {config!r} needs columns 'image' and 'label' (a prepared KoIn dataset); "
-            f"it has {', '.join(features)}."
-        )
-    if not isinstance(features["label"], ClassLabel):
-        raise KoinError(
-            f"config {config!r}: column 'label' must be a ClassLabel holding the celebrity names, "
-            f"not {type(features['label']).__name__}."
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,13 +213,16 @@ def preprocess_images(image_processor, images: Sequence) -> torch.Tensor:
 class _Batches:
     """DataLoader collate: decode + preprocess rows in the loader's workers, not the main loop.
 
-    Holds only the image processor, never the model, so workers touch no GPU state.
+    Holds only the image processor, never the model, so workers touch no GPU state. Releases
+    the memory-mapped pages it has read after each batch, as the training transforms do.
     """
 
-    def __init__(self, image_processor) -> None:
+    def __init__(self, image_processor, releaser: MappedPageReleaser) -> None:
         self.image_processor = image_processor
+        self.releaser = releaser
 
     def __call__(self, rows: list[dict]) -> tuple[torch.Tensor, list[int], list[str | None]]:
+        self.releaser.release()
         pixel_values = preprocess_images(self.image_processor, [row["image"] for row in rows])
         return (
             pixel_values,
@@ -288,7 +250,7 @@ def score_config(
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
-        collate_fn=_Batches(scorer.image_processor),
+        collate_fn=_Batches(scorer.image_processor, MappedPageReleaser(dataset_files(data))),
     )
     chunks: list[np.ndarray] = []
     labels: list[int] = []

@@ -13,7 +13,6 @@ import contextlib
 import copy
 import json
 import logging
-import math
 import shutil
 import tempfile
 from collections import Counter
@@ -22,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow.parquet as pq
 from datasets.exceptions import DatasetGenerationError
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCardData
-from tqdm.auto import tqdm
 
 from koin_hf.dataset_script.koin import (
     CONFIG_NAMES,
@@ -81,17 +80,22 @@ def _read_log(log_dir: Path, kind: str, root: Path) -> list[dict[str, str]]:
     return sorted(unique.values(), key=lambda r: r["path"])
 
 
-def _export_split(dataset: datasets.Dataset, folder: Path, split: str) -> list[str]:
-    """Write one split as parquet shards named like push_to_hub names them."""
-    num_shards = max(1, math.ceil(dataset.data.nbytes / MAX_SHARD_BYTES))
+def _built_shards(builder: Koin, split: str) -> list[Path]:
+    """The parquet shards the builder wrote for one split, in row order."""
+    folder = Path(builder.cache_dir)
+    single = folder / f"{builder.dataset_name}-{split}.parquet"
+    if single.is_file():
+        return [single]
+    return sorted(folder.glob(f"{builder.dataset_name}-{split}-[0-9]*-of-[0-9]*.parquet"))
+
+
+def _export_split(builder: Koin, folder: Path, split: str) -> list[str]:
+    """Move one split's shards into the dataset folder, named the way push_to_hub names them."""
+    shards = _built_shards(builder, split)
     names = []
-    for index in range(num_shards):
-        name = f"{split}-{index:05d}-of-{num_shards:05d}.parquet"
-        # Row groups of 1,000 rows: datasets reads a parquet file a row group at a time, and its
-        # ~100 MB default made the first load's heap grow with the dataset (bench_memory.py).
-        dataset.shard(num_shards, index, contiguous=True).to_parquet(
-            str(folder / name), batch_size=1000
-        )
+    for index, shard in enumerate(shards):
+        name = f"{split}-{index:05d}-of-{len(shards):05d}.parquet"
+        shutil.move(shard, folder / name)
         names.append(name)
     return names
 
@@ -107,12 +111,15 @@ def _quiet_datasets_progress() -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
-def _split_summary(dataset: datasets.Dataset) -> dict[str, Any]:
-    names = dataset.features["label"].names
-    counts = Counter(dataset["label"])
+def _split_summary(folder: Path, names: list[str], class_names: list[str]) -> dict[str, Any]:
+    """Image count and per-class counts of one exported split, from its label column alone."""
+    counts: Counter[int] = Counter()
+    for name in names:
+        labels = pq.read_table(folder / name, columns=["label"]).column("label")
+        counts.update(labels.to_pylist())
     return {
-        "images": len(dataset),
-        "per_class": {names[i]: counts.get(i, 0) for i in range(len(names))},
+        "images": sum(counts.values()),
+        "per_class": {class_names[i]: counts.get(i, 0) for i in range(len(class_names))},
     }
 
 
@@ -237,11 +244,12 @@ def _build_all_configs(
         (staging / name).mkdir()
         configs[name] = list(info.splits)
         report["configs"][name] = {}
-        for split in tqdm(configs[name], desc=f"Exporting {name}", disable=not verbose):
-            dataset = builder.as_dataset(split=split)
-            with _quiet_datasets_progress():  # one bar per split is enough
-                _export_split(dataset, staging / name, split)
-            report["configs"][name][split] = _split_summary(dataset)
+        class_names = builder.info.features["label"].names
+        for split in configs[name]:
+            shard_names = _export_split(builder, staging / name, split)
+            report["configs"][name][split] = _split_summary(
+                staging / name, shard_names, class_names
+            )
         infos[name] = info
     report["skipped"] = _read_log(log_dir, "skipped", root)
     report["warnings"] = (
@@ -272,7 +280,11 @@ def _without_empty_splits(info: datasets.DatasetInfo) -> tuple[datasets.DatasetI
 
 def _run_builder(builder: Koin, num_proc: int | None) -> None:
     try:
-        builder.download_and_prepare(num_proc=num_proc)
+        # Parquet straight from the generator, a row group at a time: no Arrow cache to read
+        # back and re-export, so memory stays flat whatever the dataset size (bench_memory.py).
+        builder.download_and_prepare(
+            num_proc=num_proc, file_format="parquet", max_shard_size=MAX_SHARD_BYTES
+        )
     except DatasetGenerationError as err:
         # datasets wraps whatever the generator raised; a user-facing error stays one line.
         if isinstance(err.__cause__, KoinError):

@@ -99,16 +99,17 @@ def _streamed_train(
 
 def _test_sets(dataset_name: str, data_args: DataArguments, names: list[str]) -> dict[str, Any]:
     """The test split of every requested config that exists, with the training class names."""
-    image_col, label_col = data_args.image_column_name, data_args.label_column_name
+    found, missing = koin_data.load_test_sets(
+        dataset_name,
+        data_args.eval_config_names,
+        image_column=data_args.image_column_name,
+        label_column=data_args.label_column_name,
+    )
+    for reason in missing.values():
+        logger.warning("%s: not scored", reason)
     test_sets = {}
-    for config in data_args.eval_config_names:
-        try:
-            test = koin_data.load_prepared(dataset_name, config, split="test")
-        except KoinError as err:
-            logger.warning("%s: not scored", err)
-            continue
-        koin_data.check_columns(test.features, image_col, label_col, f"{dataset_name} ({config})")
-        if koin_data.label_names(test, label_col) != names:
+    for config, test in found.items():
+        if koin_data.label_names(test, data_args.label_column_name) != names:
             raise KoinError(
                 f"the {config!r} config of {dataset_name} has other class names than the training config"
             )

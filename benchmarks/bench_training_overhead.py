@@ -76,17 +76,12 @@ class StepClock:
 
 
 def trainer_run(model_dir: Path, data: PremadeBatches, batch_size: int, steps: int, warmup: int):
-    """One Trainer training run, assembled like run_training; returns the step times."""
+    """One run of the Trainer train.py builds (`build_trainer`); returns the step times."""
     from transformers import TrainerCallback
 
     from koin_hf import data as koin_data
     from koin_hf.arguments import parse_arguments
-    from koin_hf.trainer import (
-        AugmentationClockCallback,
-        KoinTrainer,
-        compute_metrics_counting_samples,
-    )
-    from koin_hf.training import _prepare_model
+    from koin_hf.training import _prepare_model, build_trainer
 
     names = [f"class-{i}" for i in range(NUM_CLASSES)]
     clock = StepClock()
@@ -118,17 +113,14 @@ def trainer_run(model_dir: Path, data: PremadeBatches, batch_size: int, steps: i
                 ]
             )
             model, processor, _, _ = _prepare_model(model_args, names, training_args.seed)
-            trainer = KoinTrainer(
-                model=model,
-                args=training_args,
-                train_dataset=data,
-                data_collator=koin_data.collate,
-                compute_metrics=compute_metrics_counting_samples(),
-                processing_class=processor,
-                callbacks=[
-                    AugmentationClockCallback(koin_data.AugmentationClock(training_args.seed)),
-                    StepClockCallback(),
-                ],
+            trainer = build_trainer(
+                model,
+                processor,
+                training_args,
+                data,
+                None,
+                koin_data.AugmentationClock(training_args.seed),
+                extra_callbacks=[StepClockCallback()],
             )
             clock.ends.clear()
             trainer.train()

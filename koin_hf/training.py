@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,37 @@ def _save_outputs(
         (output_dir / TRAINING_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
 
+def build_trainer(
+    model,
+    processor,
+    training_args: KoinTrainingArguments,
+    train,
+    eval_sets: dict[str, Any] | None,
+    clock: koin_data.AugmentationClock,
+    extra_callbacks: Sequence[TrainerCallback] = (),
+) -> KoinTrainer:
+    """The Trainer train.py runs: KoIn collation and metrics, the augmentation clock, early stop.
+
+    `train` and `eval_sets` already carry their transforms. Benchmarks build it here too, so
+    what they time is exactly what train.py runs.
+    """
+    callbacks: list[TrainerCallback] = [AugmentationClockCallback(clock), *extra_callbacks]
+    if training_args.early_stopping_patience:
+        callbacks.append(
+            EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience)
+        )
+    return KoinTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=eval_sets,
+        data_collator=koin_data.collate,
+        compute_metrics=compute_metrics_counting_samples(),
+        processing_class=processor,
+        callbacks=callbacks,
+    )
+
+
 def run_training(
     model_args: ModelArguments, data_args: DataArguments, training_args: KoinTrainingArguments
 ) -> dict[str, float]:
@@ -168,21 +200,7 @@ def run_training(
         name: koin_data.apply_transform(ds, eval_transform) for name, ds in eval_sets.items()
     }
 
-    callbacks: list[TrainerCallback] = [AugmentationClockCallback(clock)]
-    if training_args.early_stopping_patience:
-        callbacks.append(
-            EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience)
-        )
-    trainer = KoinTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train,
-        eval_dataset=eval_sets,
-        data_collator=koin_data.collate,
-        compute_metrics=compute_metrics_counting_samples(),
-        processing_class=processor,
-        callbacks=callbacks,
-    )
+    trainer = build_trainer(model, processor, training_args, train, eval_sets, clock)
     checkpoint = training_args.resume_from_checkpoint
     if checkpoint in ("last", "latest", "true", "True"):
         checkpoint = get_last_checkpoint(training_args.output_dir)

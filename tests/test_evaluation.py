@@ -20,15 +20,13 @@ from PIL import Image as PILImage
 from transformers import (
     AutoImageProcessor,
     AutoModelForImageClassification,
-    ViTConfig,
-    ViTForImageClassification,
-    ViTImageProcessor,
     pipeline,
 )
 
 from koin_hf.cli import main
 from koin_hf.errors import KoinError
 from koin_hf.evaluation import evaluate_model, match_labels
+from koin_hf.models import load_model_and_processor
 
 # One Hangul name (stored NFC in the dataset, NFD in the model) exercises name normalisation and
 # the plots' font fallback; the model also knows one label that is not a dataset class.
@@ -68,20 +66,10 @@ def write_prepared_koin(root: Path, configs=IMAGES_PER_CLASS, names=CLASS_NAMES)
 
 
 def write_tiny_vit(root: Path, labels: list[str], seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    config = ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=37,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
-    )
-    ViTForImageClassification(config).save_pretrained(root)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(root)
+    """The registry's random `vit-tiny` with these labels, saved like a trained model."""
+    model, processor, _ = load_model_and_processor("vit-tiny", labels, seed=seed)
+    model.save_pretrained(root)
+    processor.save_pretrained(root)
     return root
 
 

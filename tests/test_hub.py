@@ -24,6 +24,7 @@ from huggingface_hub import ModelCard
 from koin_hf.cards import write_dataset_card
 from koin_hf.errors import KoinError
 from koin_hf.hub import push_dataset, push_model
+from koin_hf.models import load_model_and_processor
 
 NAMES = ["Kim Ji-soo", "Lee: Min-ho", 'Park "Bo-gum"', "IU | 아이유"]
 RESULTS = {
@@ -93,23 +94,10 @@ def face_image(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def model_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny trained-like ViT folder: real label names, image processor, koin metadata."""
-    import torch
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
-
     folder = tmp_path_factory.mktemp("template") / "model"
-    torch.manual_seed(0)
-    config = ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=37,
-        id2label=dict(enumerate(NAMES)),
-        label2id={name: i for i, name in enumerate(NAMES)},
-    )
-    ViTForImageClassification(config).eval().save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    model, processor, _ = load_model_and_processor("vit-tiny", NAMES, seed=0)
+    model.eval().save_pretrained(folder)
+    processor.save_pretrained(folder)
     (folder / "koin_training.json").write_text(json.dumps(TRAINING))
     (folder / "all_results.json").write_text(json.dumps(RESULTS))
     return folder

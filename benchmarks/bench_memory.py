@@ -19,10 +19,13 @@ dataset size, and under 3 GB.
 The raw trees are cheap: a few hundred distinct small synthetic photos (64x80 JPEG, `koin synth
 --image-size 64x80`) hard-linked (copied where links are impossible) into as many paths as the
 size needs, in the raw KoIn layout. Duplicate pixels do not matter here: every path is decoded,
-stored and trained on as its own image.
+stored and trained on as its own image. `--photo-size 256x320` makes the photos as large as
+`koin prepare` stores real ones (shorter side 256), so the data weighs what a real KoIn's does:
+that is where memory-mapped pages would show if anything kept them.
 
     python benchmarks/bench_memory.py                       # 1,000 / 10,000 / 100,000 images
     python benchmarks/bench_memory.py --sizes 1000 10000    # a subset
+    python benchmarks/bench_memory.py --photo-size 256x320  # real-size stored images
     python benchmarks/bench_memory.py --quick
 """
 
@@ -160,7 +163,7 @@ def measure(
 
 
 def run_size(images: int, pool: Path, root: Path, train_args: list[str]) -> dict[str, dict]:
-    raw = raw_tree(pool, root / f"memory-raw-{images}", images)
+    raw = raw_tree(pool, root / f"memory-raw-{images}-{pool.name}", images)
     scratch = Path(tempfile.mkdtemp(prefix=f"memory-{images}-", dir=root))
     env = dict(
         os.environ, HF_DATASETS_CACHE=str(scratch / "hf-datasets-cache"), TQDM_MININTERVAL="5"
@@ -206,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--distinct", type=int, default=300, help="distinct photos in the pool")
+    parser.add_argument(
+        "--photo-size", default="64x80", help="WxH of the photos (256x320: stored real-size)"
+    )
     parser.add_argument("--model", default="vit-tiny", help="--model_name_or_path for train.py")
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args(argv)
@@ -215,10 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     root = work_dir(args.work_dir)
     pool = synthetic_raw(
         root,
-        f"memory-pool-{args.distinct}",
+        f"memory-pool-{args.distinct}-{args.photo_size}",
         num_classes=CLASSES,
         train_per_class=max(1, args.distinct // CLASSES),
-        image_size="64x80",
+        image_size=args.photo_size,
     )
     train_args = [
         "--model_name_or_path",
@@ -235,13 +241,13 @@ def main(argv: list[str] | None = None) -> int:
         "100",
     ]
     print(
-        f"\nraw trees: {args.distinct} distinct 64x80 JPEG photos hard-linked into N paths, "
+        f"\nraw trees: {args.distinct} distinct {args.photo_size} JPEG photos hard-linked into N paths, "
         f"{CLASSES} classes; train.py {' '.join(train_args)} (15% of train held out for "
         f"validation, scored at the epoch end)\n"
     )
     header = (
         f"{'images':>8}  {'command':<18} {'peak RSS MiB':>12} {'anon MiB':>9} "
-        f"{'file MiB':>9} {'seconds':>8} {'images/s':>9}"
+        f"{'file MiB':>9} {'seconds':>8} {'images/s':>9} {'data MiB':>9}"
     )
     print(header)
     measured: dict[int, dict[str, dict]] = {}
@@ -251,12 +257,14 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{images:>8,}  {command:<18} {_mib(numbers['hwm']):>12} "
                 f"{_mib(numbers['anon']):>9} {_mib(numbers['file']):>9} "
-                f"{numbers['seconds']:>8.1f} {images / numbers['seconds']:>9,.0f}",
+                f"{numbers['seconds']:>8.1f} {images / numbers['seconds']:>9,.0f} "
+                f"{measured[images][PREPARE]['parquet_mib']:>9,.0f}",
                 flush=True,
             )
     print(
         "\n(peak RSS: the command's own VmHWM; anon: heap, what memory pressure cannot take back;"
-        " file: shared libraries and memory-mapped dataset pages, which the kernel drops at will)"
+        " file: shared libraries and memory-mapped dataset pages, which the kernel drops at will;"
+        " data: the prepared parquet)"
     )
     for command in (PREPARE, TRAIN_FIRST, TRAIN_WARM):
         peaks = [measured[n][command]["hwm"] for n in args.sizes]

@@ -19,6 +19,8 @@ import datasets
 import numpy as np
 import pyarrow.dataset as pads
 import torch
+from datasets.packaged_modules.parquet.parquet import ParquetConfig
+from datasets.utils.info_utils import is_small_dataset
 from PIL import Image
 from torch.utils.data import default_collate
 from torchvision.transforms import v2
@@ -36,12 +38,6 @@ except ImportError:  # pragma: no cover - depends on the installed torchvision
 # --------------------------------------------------------------------------- loading
 
 
-# pyarrow pre-buffers a whole parquet file while datasets converts it to Arrow (apache/arrow#39808):
-# the first load of a prepared dataset held its size in heap (+250 MiB at 100k small images).
-# Reading without pre-buffering holds about a row group. Only the parquet builder takes the option.
-_ROW_GROUP_AT_A_TIME = {"fragment_scan_options": pads.ParquetFragmentScanOptions(pre_buffer=False)}
-
-
 def load_prepared(
     name_or_path: str | os.PathLike,
     config_name: str,
@@ -55,15 +51,7 @@ def load_prepared(
     """
     name = str(name_or_path)
     try:
-        try:
-            return datasets.load_dataset(
-                name, config_name, split=split, streaming=streaming, **_ROW_GROUP_AT_A_TIME
-            )
-        except ValueError as err:
-            if "fragment_scan_options" not in str(err):
-                raise
-            # Not parquet (an imagefolder, a script-free csv...): datasets' defaults.
-            return datasets.load_dataset(name, config_name, split=split, streaming=streaming)
+        return _load_reading_row_groups(name, config_name, split, streaming)
     except ValueError as err:
         message = str(err)
         if "not found" in message and "config" in message.lower():
@@ -80,6 +68,26 @@ def load_prepared(
         raise KoinError(
             f"dataset {name} not found (not a local folder, and not on the Hub or offline)"
         ) from err
+
+
+def _load_reading_row_groups(name: str, config_name: str, split: str | None, streaming: bool):
+    """What `datasets.load_dataset` does, with parquet read a row group at a time.
+
+    pyarrow pre-buffers a whole parquet file while datasets converts it to Arrow (see
+    apache/arrow#39808): the first load of a prepared dataset held the file's size in heap
+    (+250 MiB at 100k small images, bench_memory.py). Without pre-buffering it holds about a
+    row group. The option is set on the builder's config after the cache folder is chosen, so
+    the cache is the one a plain `load_dataset(name, config)` uses: it changes how the files are
+    read, not what is built.
+    """
+    builder = datasets.load_dataset_builder(name, config_name)
+    if isinstance(builder.config, ParquetConfig) and builder.config.fragment_scan_options is None:
+        builder.config.fragment_scan_options = pads.ParquetFragmentScanOptions(pre_buffer=False)
+    if streaming:
+        return builder.as_streaming_dataset(split=split)
+    builder.download_and_prepare()
+    in_memory = is_small_dataset(builder.info.dataset_size)  # HF_DATASETS_IN_MEMORY_MAX_SIZE
+    return builder.as_dataset(split=split, in_memory=in_memory)
 
 
 def config_names(name_or_path: str | os.PathLike) -> list[str]:

@@ -67,11 +67,13 @@ def test_unreadable_dataset_is_one_line(tmp_path):
         koin_data.load_test_sets(tmp_path / "nothing-here", ["normal"])
 
 
-def test_load_prepared_reads_parquet_a_row_group_at_a_time_and_other_layouts_as_is(
-    prepared, tmp_path
-):
-    """The low-memory parquet option is only given to the parquet builder."""
+def test_load_prepared_reads_parquet_and_other_layouts(prepared, tmp_path):
+    """Parquet is read without pre-buffering, into the very cache a plain load_dataset uses."""
     hard = koin_data.load_prepared(prepared, "hard", split="test")
+    plain = datasets.load_dataset(str(prepared), "hard", split="test")
+    assert hard.cache_files == plain.cache_files
+    streamed = koin_data.load_prepared(prepared, "hard", split="test", streaming=True)
+    assert sorted(row["image_id"] for row in streamed) == sorted(hard["image_id"])
     assert sorted(hard["image_id"]) == [
         f"hard_cases/test/{c}/img_0.jpg" for c in ("0000", "0001", "0002")
     ]

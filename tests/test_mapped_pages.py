@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from koin_hf import data as koin_data
+from koin_hf import mapped_pages
 from koin_hf.mapped_pages import MappedPageReleaser, dataset_files, releasing_pages
 
 pytestmark = pytest.mark.skipif(
@@ -22,8 +23,12 @@ ROWS, ROW_BYTES = 2000, 16384
 
 
 @pytest.fixture()
-def mapped(tmp_path):
-    """A dataset saved to disk and loaded back memory-mapped, rows of distinct random bytes."""
+def mapped(tmp_path, monkeypatch):
+    """A dataset saved to disk and loaded back memory-mapped, rows of distinct random bytes.
+
+    Small files are left alone in use; these tests release any size.
+    """
+    monkeypatch.setattr(mapped_pages, "MIN_MAPPED_BYTES", 0)
     rng = np.random.default_rng(0)
     payload = [rng.bytes(ROW_BYTES) for _ in range(ROWS)]
     datasets.Dataset.from_dict({"blob": payload, "index": list(range(ROWS))}).save_to_disk(
@@ -96,3 +101,17 @@ def test_releasing_pages_is_a_no_op_without_mapped_files():
 
     in_memory = datasets.Dataset.from_dict({"x": [1, 2]})
     assert releasing_pages(transform, in_memory) is transform
+
+
+def test_small_files_are_left_alone(mapped, monkeypatch):
+    """Below MIN_MAPPED_BYTES in all, releasing only costs re-faults: the transform is unchanged."""
+    dataset, _ = mapped
+
+    def transform(batch):
+        return batch
+
+    monkeypatch.setattr(mapped_pages, "MIN_MAPPED_BYTES", ROWS * ROW_BYTES * 2)
+    assert not MappedPageReleaser(dataset_files(dataset)).active
+    assert releasing_pages(transform, dataset) is transform
+    monkeypatch.setattr(mapped_pages, "MIN_MAPPED_BYTES", ROWS * ROW_BYTES // 2)
+    assert releasing_pages(transform, dataset) is not transform

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,8 @@ from _common import base_parser, machine_description, synthetic_raw, work_dir
 REPO = Path(__file__).resolve().parents[1]
 LIMIT_BYTES = 3 * 2**30
 PREPARE, TRAIN_FIRST, TRAIN_WARM = "koin prepare", "train.py, 1st run", "train.py, 2nd run"
+RELEASE_ON, RELEASE_OFF = "page release on", "page release off"
+RELEASE_SWITCH = "KOIN_HF_RELEASE_MAPPED_PAGES"  # koin_hf.mapped_pages.SWITCH_VARIABLE
 FLAT_TOLERANCE = 1.25  # largest / smallest peak across sizes still called "flat"
 CLASSES = 10
 
@@ -162,12 +165,25 @@ def measure(
     }
 
 
-def run_size(images: int, pool: Path, root: Path, train_args: list[str]) -> dict[str, dict]:
+def run_size(
+    images: int, pool: Path, root: Path, train_args: list[str], release_rounds: int = 0
+) -> dict[str, dict]:
     raw = raw_tree(pool, root / f"memory-raw-{images}-{pool.name}", images)
     scratch = Path(tempfile.mkdtemp(prefix=f"memory-{images}-", dir=root))
     env = dict(
         os.environ, HF_DATASETS_CACHE=str(scratch / "hf-datasets-cache"), TQDM_MININTERVAL="5"
     )
+
+    def train(run_name: str, run_env: dict[str, str]) -> dict[str, float]:
+        return measure(
+            "path",
+            str(REPO / "train.py"),
+            ["--dataset_name", str(prepared_dir), "--output_dir", str(scratch / run_name)]
+            + train_args,
+            root / f"memory-{images}-{run_name}.log",
+            run_env,
+        )
+
     try:
         prepared_dir = scratch / "prepared"
         prepare = measure(
@@ -178,27 +194,39 @@ def run_size(images: int, pool: Path, root: Path, train_args: list[str]) -> dict
             env,
         )
         prepared_bytes = sum(p.stat().st_size for p in prepared_dir.rglob("*.parquet"))
-        runs = {}
         # The first run converts the parquet files into datasets' Arrow cache; the second finds
         # the cache and only memory-maps it, which is what every later run of a user sees.
-        for command, run_name in ((TRAIN_FIRST, "train"), (TRAIN_WARM, "train-warm")):
-            runs[command] = measure(
-                "path",
-                str(REPO / "train.py"),
-                [
-                    "--dataset_name",
-                    str(prepared_dir),
-                    "--output_dir",
-                    str(scratch / run_name),
-                    *train_args,
-                ],
-                root / f"memory-{images}-{run_name}.log",
-                env,
-            )
+        runs = {TRAIN_FIRST: train("train", env), TRAIN_WARM: train("train-warm", env)}
+        # What releasing memory-mapped pages (koin_hf/mapped_pages.py) costs and saves: warm runs
+        # with it on and off, alternating which goes first.
+        for round_index in range(release_rounds):
+            order = (RELEASE_ON, RELEASE_OFF) if round_index % 2 == 0 else (RELEASE_OFF, RELEASE_ON)
+            for name in order:
+                switch = {RELEASE_SWITCH: "1" if name == RELEASE_ON else "0"}
+                result = train(f"train-{name.split()[-1]}-{round_index}", env | switch)
+                runs.setdefault(name, {"rounds": []})["rounds"].append(result)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     prepare["parquet_mib"] = prepared_bytes / 2**20
     return {PREPARE: prepare, **runs}
+
+
+def print_release_comparison(images: int, runs: dict[str, dict]) -> None:
+    on, off = runs[RELEASE_ON]["rounds"], runs[RELEASE_OFF]["rounds"]
+    seconds_on = statistics.median(r["seconds"] for r in on)
+    seconds_off = statistics.median(r["seconds"] for r in off)
+    print(f"\npage release at {images:,} images, warm train.py runs, {len(on)} alternating rounds:")
+    for name, rounds in ((RELEASE_ON, on), (RELEASE_OFF, off)):
+        print(
+            f"  {name:<16} peak RSS {' '.join(_mib(r['hwm']) for r in rounds)} MiB, "
+            f"file {' '.join(_mib(r['file']) for r in rounds)} MiB, "
+            f"seconds {' '.join(format(r['seconds'], '.1f') for r in rounds)}"
+        )
+    print(
+        f"  time with / without: {seconds_on / seconds_off:.3f} (medians {seconds_on:.1f} s / "
+        f"{seconds_off:.1f} s); peak RSS with / without: "
+        f"{statistics.median(r['hwm'] for r in on) / statistics.median(r['hwm'] for r in off):.3f}"
+    )
 
 
 def _mib(value: float) -> str:
@@ -214,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", default="vit-tiny", help="--model_name_or_path for train.py")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--release-rounds",
+        type=int,
+        default=0,
+        help="at the largest size, also time warm runs with page release on and off, N rounds",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.distinct = [40], 20
@@ -252,8 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     measured: dict[int, dict[str, dict]] = {}
     for images in args.sizes:
-        measured[images] = run_size(images, pool, root, train_args)
-        for command, numbers in measured[images].items():
+        rounds = args.release_rounds if images == max(args.sizes) else 0
+        measured[images] = run_size(images, pool, root, train_args, rounds)
+        for command in (PREPARE, TRAIN_FIRST, TRAIN_WARM):
+            numbers = measured[images][command]
             print(
                 f"{images:>8,}  {command:<18} {_mib(numbers['hwm']):>12} "
                 f"{_mib(numbers['anon']):>9} {_mib(numbers['file']):>9} "
@@ -279,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{'FLAT' if flat else 'GROWS'} (target <= {FLAT_TOLERANCE}), "
             f"{'MET' if under else 'MISSED'} (target < 3 GiB)"
         )
+    if args.release_rounds:
+        largest = max(args.sizes)
+        print_release_comparison(largest, measured[largest])
     return 0
 
 

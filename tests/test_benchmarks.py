@@ -21,10 +21,10 @@ def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("benchmarks")
 
 
-def _run(name: str, work_dir: Path, monkeypatch, capsys) -> str:
+def _run(name: str, work_dir: Path, monkeypatch, capsys, *extra: str) -> str:
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     module = importlib.import_module(name)
-    assert module.main(["--quick", "--work-dir", str(work_dir)]) == 0
+    assert module.main(["--quick", "--work-dir", str(work_dir), *extra]) == 0
     return capsys.readouterr().out
 
 
@@ -54,7 +54,9 @@ def test_inference_benchmark_scores_with_evaluate_and_pipeline(work_dir, monkeyp
 
 
 def test_memory_benchmark_measures_prepare_and_train_subprocesses(work_dir, monkeypatch, capsys):
-    out = _run("bench_memory", work_dir, monkeypatch, capsys)
+    out = _run("bench_memory", work_dir, monkeypatch, capsys, "--release-rounds", "1")
     assert "koin prepare: peak RSS" in out
     assert "train.py, 1st run: peak RSS" in out
     assert "train.py, 2nd run: peak RSS" in out
+    assert "page release on " in out and "page release off" in out
+    assert "time with / without:" in out

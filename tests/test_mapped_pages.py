@@ -115,3 +115,11 @@ def test_small_files_are_left_alone(mapped, monkeypatch):
     assert releasing_pages(transform, dataset) is transform
     monkeypatch.setattr(mapped_pages, "MIN_MAPPED_BYTES", ROWS * ROW_BYTES // 2)
     assert releasing_pages(transform, dataset) is not transform
+
+
+def test_the_environment_switch_turns_it_off(mapped, monkeypatch):
+    dataset, _ = mapped
+    monkeypatch.setenv(mapped_pages.SWITCH_VARIABLE, "0")
+    assert not MappedPageReleaser(dataset_files(dataset)).active
+    monkeypatch.setenv(mapped_pages.SWITCH_VARIABLE, "1")
+    assert MappedPageReleaser(dataset_files(dataset)).active

@@ -36,7 +36,7 @@ from koin_hf.images import (
 
 logger = logging.getLogger(__name__)
 
-# Same reference as the dataset card (koin_hf/cards.py) writes.
+# Same reference as the dataset card (koin_hf/cards/) writes.
 _CITATION = """\
 @misc{koin2023,
   title         = {New Benchmarks for Asian Facial Recognition Tasks: Face Classification with Large Foundation Models},

@@ -22,7 +22,7 @@ from typing import Any
 
 from koin_hf import __version__
 from koin_hf.cards import (
-    _atomic_write_text,
+    atomic_write_text,
     is_hub_id,
     read_card_header,
     render_dataset_card,
@@ -96,7 +96,7 @@ def push_model(
         extra_files=card_from_memory if replace_card else None,
     )
     if replace_card:  # the push succeeded: keep the local folder in step with the repo
-        _atomic_write_text(readme, extra["README.md"].decode("utf-8"))
+        atomic_write_text(readme, extra["README.md"].decode("utf-8"))
     return url, commit
 
 

@@ -56,15 +56,16 @@ def koin_loader_factory(
     from transformers import ViTImageProcessor
 
     from koin_hf import data as koin_data
+    from koin_hf import transforms
 
     processor = ViTImageProcessor(
         size={"height": SIZE, "width": SIZE}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD
     )
     train = koin_data.load_prepared(prepared_dir, "normal", split="train")
     train = train.cast_column("image", datasets.Image(decode=False))
-    clock = koin_data.AugmentationClock(seed=0)
-    transform = koin_data.make_train_transform(processor, scale=scale, clock=clock)
-    train = koin_data.apply_transform(train, transform)
+    clock = transforms.AugmentationClock(seed=0)
+    transform = transforms.make_train_transform(processor, scale=scale, clock=clock)
+    train = transforms.apply_transform(train, transform)
 
     def make() -> torch.utils.data.DataLoader:
         clock.epoch += 1  # what AugmentationClockCallback does at each epoch start
@@ -73,7 +74,7 @@ def koin_loader_factory(
             batch_size=batch_size,
             shuffle=True,
             num_workers=workers,
-            collate_fn=koin_data.collate,
+            collate_fn=transforms.collate,
         )
 
     return make

@@ -79,7 +79,7 @@ def trainer_run(model_dir: Path, data: PremadeBatches, batch_size: int, steps: i
     """One run of the Trainer train.py builds (`build_trainer`); returns the step times."""
     from transformers import TrainerCallback
 
-    from koin_hf import data as koin_data
+    from koin_hf import transforms
     from koin_hf.arguments import parse_arguments
     from koin_hf.training import _prepare_model, build_trainer
 
@@ -119,7 +119,7 @@ def trainer_run(model_dir: Path, data: PremadeBatches, batch_size: int, steps: i
                 training_args,
                 data,
                 None,
-                koin_data.AugmentationClock(training_args.seed),
+                transforms.AugmentationClock(training_args.seed),
                 extra_callbacks=[StepClockCallback()],
             )
             clock.ends.clear()
@@ -136,7 +136,7 @@ def plain_run(model_dir: Path, data: PremadeBatches, batch_size: int, steps: int
     """The loop a user would write, with the maths train.py's arguments select."""
     from transformers import ViTForImageClassification, get_linear_schedule_with_warmup
 
-    from koin_hf import data as koin_data
+    from koin_hf import transforms
     from koin_hf.arguments import parse_arguments
 
     _, _, defaults = parse_arguments(["--output_dir", tempfile.gettempdir()])
@@ -157,7 +157,7 @@ def plain_run(model_dir: Path, data: PremadeBatches, batch_size: int, steps: int
         warmup_steps = defaults.get_warmup_steps(steps)
         scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, steps)
         loader = torch.utils.data.DataLoader(
-            data, batch_size=batch_size, shuffle=True, collate_fn=koin_data.collate
+            data, batch_size=batch_size, shuffle=True, collate_fn=transforms.collate
         )
         clock.ends.clear()
         done = 0

@@ -26,11 +26,11 @@ import torch
 from tqdm.auto import tqdm
 
 from koin_hf import data as koin_data
-from koin_hf.data import one_torch_thread
 from koin_hf.dataset_script.koin import CONFIG_NAMES
 from koin_hf.errors import KoinError
 from koin_hf.mapped_pages import MappedPageReleaser, dataset_files
 from koin_hf.metrics import DEFAULT_KS, check_ks, load_top_k_metric, metric_names, top_k_credit
+from koin_hf.transforms import one_torch_thread
 
 KOIN_CONFIGS: tuple[str, ...] = CONFIG_NAMES
 # Robustness is measured against the normal test set: how much accuracy a shift in conditions costs.

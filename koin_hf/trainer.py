@@ -15,7 +15,7 @@ from typing import Any
 from peft import PeftModel
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
-from koin_hf import data as koin_data
+from koin_hf import transforms
 from koin_hf.metrics import make_compute_metrics
 
 logger = logging.getLogger("koin_hf.training")
@@ -69,7 +69,7 @@ class KoinTrainer(Trainer):
 class AugmentationClockCallback(TrainerCallback):
     """Tells the training transform which epoch it is augmenting (see AugmentationClock)."""
 
-    def __init__(self, clock: koin_data.AugmentationClock) -> None:
+    def __init__(self, clock: transforms.AugmentationClock) -> None:
         self.clock = clock
 
     def on_epoch_begin(self, args, state, control, **kwargs):

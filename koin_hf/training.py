@@ -27,8 +27,7 @@ from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
-from koin_hf import __version__, lora, models
-from koin_hf import data as koin_data
+from koin_hf import __version__, lora, models, transforms
 from koin_hf.arguments import DataArguments, KoinTrainingArguments, ModelArguments, parse_arguments
 from koin_hf.errors import KoinError
 from koin_hf.trainer import AugmentationClockCallback, KoinTrainer, compute_metrics_counting_samples
@@ -149,7 +148,7 @@ def build_trainer(
     training_args: KoinTrainingArguments,
     train,
     eval_sets: dict[str, Any] | None,
-    clock: koin_data.AugmentationClock,
+    clock: transforms.AugmentationClock,
     extra_callbacks: Sequence[TrainerCallback] = (),
 ) -> KoinTrainer:
     """The Trainer train.py runs: KoIn collation and metrics, the augmentation clock, early stop.
@@ -167,7 +166,7 @@ def build_trainer(
         args=training_args,
         train_dataset=train,
         eval_dataset=eval_sets,
-        data_collator=koin_data.collate,
+        data_collator=transforms.collate,
         compute_metrics=compute_metrics_counting_samples(),
         processing_class=processor,
         callbacks=callbacks,
@@ -191,13 +190,13 @@ def run_training(
     image_col, label_col = data_args.image_column_name, data_args.label_column_name
     # Training images are decoded by our transform (reduced-size JPEG decode), not by datasets.
     train = train.cast_column(image_col, datasets.Image(decode=False))
-    clock = koin_data.AugmentationClock(training_args.seed)
-    train = koin_data.apply_transform(
-        train, koin_data.make_train_transform(processor, image_col, label_col, clock=clock)
+    clock = transforms.AugmentationClock(training_args.seed)
+    train = transforms.apply_transform(
+        train, transforms.make_train_transform(processor, image_col, label_col, clock=clock)
     )
-    eval_transform = koin_data.make_eval_transform(processor, image_col, label_col)
+    eval_transform = transforms.make_eval_transform(processor, image_col, label_col)
     eval_sets = {
-        name: koin_data.apply_transform(ds, eval_transform) for name, ds in eval_sets.items()
+        name: transforms.apply_transform(ds, eval_transform) for name, ds in eval_sets.items()
     }
 
     trainer = build_trainer(model, processor, training_args, train, eval_sets, clock)

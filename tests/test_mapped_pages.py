@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from koin_hf import data as koin_data
-from koin_hf import mapped_pages
+from koin_hf import mapped_pages, transforms
 from koin_hf.mapped_pages import MappedPageReleaser, dataset_files, releasing_pages
 
 pytestmark = pytest.mark.skipif(
@@ -76,7 +75,7 @@ def test_applied_transform_keeps_an_epoch_resident_set_flat(mapped, num_workers)
     global MAPPED
     dataset, _ = mapped
     MAPPED = MappedPageReleaser(dataset_files(dataset))
-    koin_data.apply_transform(dataset, _resident_in_this_process)
+    transforms.apply_transform(dataset, _resident_in_this_process)
     batch_size = 8
     loader = torch.utils.data.DataLoader(
         dataset,

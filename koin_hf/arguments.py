@@ -8,6 +8,7 @@ A YAML or JSON file may hold the same arguments; flags after it override it.
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -195,5 +196,40 @@ def parse_arguments(
         file_argv += _file_to_argv(Path(argv.pop(0)))
     argv = file_argv + argv
     parser = HfArgumentParser(ARGUMENT_CLASSES)
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    model_args, data_args, training_args, unknown = parser.parse_args_into_dataclasses(
+        args=argv, return_remaining_strings=True
+    )
+    if unknown:
+        raise KoinError(_unknown_arguments_message(unknown, list(parser._option_string_actions)))
     return model_args, data_args, training_args
+
+
+# Flags of transformers' example scripts that transformers 5 removed, and what to do instead.
+REMOVED_FLAGS = {
+    "--overwrite_output_dir": "removed in transformers 5: an existing --output_dir is written "
+    "into; to continue a run, pass --resume_from_checkpoint last",
+}
+
+
+def _unknown_arguments_message(unknown: list[str], known_flags: list[str]) -> str:
+    """One line naming each argument train.py does not take, with the nearest real flag."""
+    parts = []
+    index = 0
+    while index < len(unknown):
+        argument = unknown[index]
+        index += 1
+        if not argument.startswith("-"):
+            parts.append(f"{argument!r} (a value without a flag)")
+            continue
+        flag = argument.split("=", 1)[0]
+        while "=" not in argument and index < len(unknown) and not unknown[index].startswith("-"):
+            index += 1  # the unknown flag's own value(s): not more mistakes
+        if flag in REMOVED_FLAGS:
+            parts.append(f"{flag} ({REMOVED_FLAGS[flag]})")
+        else:
+            close = difflib.get_close_matches(flag, known_flags, n=1, cutoff=0.75)
+            parts.append(f"{flag}" + (f" (did you mean {close[0]}?)" if close else ""))
+    return (
+        f"unknown argument(s) on the command line or in an argument file: {'; '.join(parts)}. "
+        "See `python train.py --help`."
+    )

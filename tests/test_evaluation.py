@@ -246,3 +246,20 @@ def test_cli_evaluate_finds_the_training_dataset(tmp_path, koin_dir, model_dir, 
     report = (outputs[0].parent / "report.md").read_text(encoding="utf-8")
     assert "| method | full |" in report
     assert main(["evaluate", str(model_dir), "--configs", "hard"]) == 2  # no record, no --dataset
+
+
+@pytest.mark.parametrize("kind", ["missing folder", "a file", "corrupt record"])
+def test_cli_names_a_bad_model_before_loading_any_data(tmp_path, capsys, kind):
+    if kind == "missing folder":
+        model, expected = tmp_path / "no-such-model", "not found: no such folder, and not a Hub id"
+    elif kind == "a file":
+        model, expected = tmp_path / "weights.bin", "is a file: pass a model folder"
+        model.write_bytes(b"\0")
+    else:
+        model, expected = tmp_path / "model", "pass --dataset: cannot read"
+        model.mkdir()
+        (model / "koin_training.json").write_text("{not json", encoding="utf-8")
+    assert main(["evaluate", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -84,7 +84,10 @@ def _dataset_from_training_record(model: str) -> str:
     record = Path(model) / "koin_training.json"
     if not record.is_file():
         raise KoinError(f"pass --dataset: {model} has no koin_training.json naming its dataset.")
-    info = json.loads(record.read_text(encoding="utf-8"))
+    try:
+        info = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise KoinError(f"pass --dataset: cannot read {record} ({err}).") from err
     data_args = info.get("data_args") or {}
     if data_args.get("dataset_name"):
         return str(data_args["dataset_name"])
@@ -94,12 +97,27 @@ def _dataset_from_training_record(model: str) -> str:
     return str(ensure_default_dataset(num_classes=data_args.get("synthetic_num_classes", 10)))
 
 
+def _check_model(model: str) -> None:
+    """A local path that is no model folder fails here, before any dataset is loaded."""
+    from pathlib import Path
+
+    from koin_hf.cards import is_hub_id
+    from koin_hf.errors import KoinError
+
+    path = Path(model).expanduser()
+    if path.is_file():
+        raise KoinError(f"{model} is a file: pass a model folder (with config.json) or a Hub id.")
+    if not path.exists() and not is_hub_id(model):
+        raise KoinError(f"model {model} not found: no such folder, and not a Hub id.")
+
+
 def run(args: argparse.Namespace) -> int:
     from koin_hf.errors import KoinError
     from koin_hf.evaluation import evaluate_model
 
     if args.prompt_template and not args.zero_shot:
         raise KoinError("--prompt_template only applies with --zero-shot.")
+    _check_model(args.model)
     output_dir = args.output_dir or _default_output_dir(args.model)
     dataset = args.dataset or _dataset_from_training_record(args.model)
     print(f"dataset: {dataset}")

@@ -44,11 +44,12 @@ from pathlib import Path
 
 from _common import base_parser, machine_description, synthetic_raw, work_dir
 
+from koin_hf.mapped_pages import SWITCH_VARIABLE
+
 REPO = Path(__file__).resolve().parents[1]
 LIMIT_BYTES = 3 * 2**30
 PREPARE, TRAIN_FIRST, TRAIN_WARM = "koin prepare", "train.py, 1st run", "train.py, 2nd run"
 RELEASE_ON, RELEASE_OFF = "page release on", "page release off"
-RELEASE_SWITCH = "KOIN_HF_RELEASE_MAPPED_PAGES"  # koin_hf.mapped_pages.SWITCH_VARIABLE
 FLAT_TOLERANCE = 1.25  # largest / smallest peak across sizes still called "flat"
 CLASSES = 10
 
@@ -202,7 +203,7 @@ def run_size(
         for round_index in range(release_rounds):
             order = (RELEASE_ON, RELEASE_OFF) if round_index % 2 == 0 else (RELEASE_OFF, RELEASE_ON)
             for name in order:
-                switch = {RELEASE_SWITCH: "1" if name == RELEASE_ON else "0"}
+                switch = {SWITCH_VARIABLE: "1" if name == RELEASE_ON else "0"}
                 result = train(f"train-{name.split()[-1]}-{round_index}", env | switch)
                 runs.setdefault(name, {"rounds": []})["rounds"].append(result)
     finally:

@@ -28,11 +28,10 @@ from tqdm.auto import tqdm
 from koin_hf import data as koin_data
 from koin_hf.dataset_script.koin import CONFIG_NAMES
 from koin_hf.errors import KoinError
-from koin_hf.mapped_pages import MappedPageReleaser, dataset_files
+from koin_hf.mapped_pages import releasing_pages
 from koin_hf.metrics import DEFAULT_KS, check_ks, load_top_k_metric, metric_names, top_k_credit
 from koin_hf.transforms import one_torch_thread
 
-KOIN_CONFIGS: tuple[str, ...] = CONFIG_NAMES
 # Robustness is measured against the normal test set: how much accuracy a shift in conditions costs.
 ROBUSTNESS_SHIFTS: tuple[tuple[str, str], ...] = (("normal", "hard"), ("normal", "group"))
 TIE_RULE = (
@@ -104,7 +103,7 @@ def load_test_sets(
     """
     found, skipped = koin_data.load_test_sets(
         dataset,
-        list(configs) if configs is not None else list(KOIN_CONFIGS),
+        list(configs) if configs is not None else list(CONFIG_NAMES),
         split=split,
         required=configs is not None,
     )
@@ -213,16 +212,13 @@ def preprocess_images(image_processor, images: Sequence) -> torch.Tensor:
 class _Batches:
     """DataLoader collate: decode + preprocess rows in the loader's workers, not the main loop.
 
-    Holds only the image processor, never the model, so workers touch no GPU state. Releases
-    the memory-mapped pages it has read after each batch, as the training transforms do.
+    Holds only the image processor, never the model, so workers touch no GPU state.
     """
 
-    def __init__(self, image_processor, releaser: MappedPageReleaser) -> None:
+    def __init__(self, image_processor) -> None:
         self.image_processor = image_processor
-        self.releaser = releaser
 
     def __call__(self, rows: list[dict]) -> tuple[torch.Tensor, list[int], list[str | None]]:
-        self.releaser.release()
         pixel_values = preprocess_images(self.image_processor, [row["image"] for row in rows])
         return (
             pixel_values,
@@ -250,7 +246,8 @@ def score_config(
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
-        collate_fn=_Batches(scorer.image_processor, MappedPageReleaser(dataset_files(data))),
+        # Hands the dataset's memory-mapped pages back after each batch, as training does.
+        collate_fn=releasing_pages(_Batches(scorer.image_processor), data),
     )
     chunks: list[np.ndarray] = []
     labels: list[int] = []

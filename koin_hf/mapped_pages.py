@@ -125,19 +125,30 @@ def dataset_files(dataset: Any) -> list[str]:
     return [entry["filename"] for entry in getattr(dataset, "cache_files", None) or []]
 
 
-def releasing_pages(
-    transform: Callable[[dict[str, list]], dict[str, Any]], dataset: Any
-) -> Callable[[dict[str, list]], dict[str, Any]]:
-    """`transform`, releasing the dataset's mapped pages after each batch it is called on."""
+class _ReleasingAfterEachCall:
+    """A batch function that releases the mapped pages after each call.
+
+    A class rather than a closure so that a DataLoader can pickle it into spawned workers.
+    """
+
+    def __init__(self, function: Callable[[Any], Any], releaser: MappedPageReleaser) -> None:
+        self.function = function
+        self.releaser = releaser
+
+    def __call__(self, batch: Any) -> Any:
+        try:
+            return self.function(batch)
+        finally:
+            self.releaser.release()
+
+
+def releasing_pages(function: Callable[[Any], Any], dataset: Any) -> Callable[[Any], Any]:
+    """`function`, releasing the dataset's mapped pages after each batch it is called on.
+
+    `function` is a batch transform or a DataLoader collate over `dataset`'s rows; it comes back
+    unchanged when there is nothing to release.
+    """
     releaser = MappedPageReleaser(dataset_files(dataset))
     if not releaser.active:
-        return transform
-
-    def transform_and_release(batch: dict[str, list]) -> dict[str, Any]:
-        try:
-            return transform(batch)
-        finally:
-            releaser.release()
-
-    transform_and_release.releaser = releaser  # for tests and benchmarks
-    return transform_and_release
+        return function
+    return _ReleasingAfterEachCall(function, releaser)

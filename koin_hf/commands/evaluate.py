@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from koin_hf.evaluation import KOIN_CONFIGS
+from koin_hf.dataset_script.koin import CONFIG_NAMES
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         metavar="CONFIG",
-        help=f"configs to score (default: {' '.join(KOIN_CONFIGS)}, skipping any the dataset "
+        help=f"configs to score (default: {' '.join(CONFIG_NAMES)}, skipping any the dataset "
         "lacks; configs named here must exist)",
     )
     parser.add_argument("--split", default="test", help="split of each config (default: test)")

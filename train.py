@@ -6,7 +6,7 @@ pipeline-ready model under outputs/. `python train.py --help` lists every flag.
 
 import sys
 
-from koin_hf.training import main
+from koin_hf.training.run import main
 
 if __name__ == "__main__":
     sys.exit(main())

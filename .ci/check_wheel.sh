@@ -34,7 +34,8 @@ required = [
     "koin_hf/model_cards/dataset_card.md.j2",
     "koin_hf/model_cards/model_card.md.j2",
     "koin_hf/synthetic/__init__.py",
-    "koin_hf/evaluate_modules/top_k_accuracy/top_k_accuracy.py",
+    "koin_hf/evaluation/top_k_accuracy/top_k_accuracy.py",
+    *(f"koin_hf/{stage}/__init__.py" for stage in ("data", "models", "training", "evaluation", "hub")),
 ]
 missing = [name for name in required if name not in names]
 assert not missing, f"wheel lacks {missing}"

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from koin_hf.flags import KoinArgumentParser
+
 T = TypeVar("T")
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -25,7 +27,7 @@ NUM_CLASSES = 10
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+    parser = KoinArgumentParser(description=description)
     parser.add_argument(
         "--quick", action="store_true", help="tiny sizes: checks that the benchmark runs (smoke)"
     )
@@ -40,7 +42,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 
 def work_dir(path: Path | None) -> Path:
     if path is None:
-        from koin_hf.data import default_cache_dir
+        from koin_hf.data.default_dataset import default_cache_dir
 
         path = default_cache_dir() / "benchmarks"
     path.mkdir(parents=True, exist_ok=True)
@@ -164,7 +166,7 @@ def synthetic_raw(
     workers: int | None = None,
 ) -> Path:
     """A synthetic raw KoIn tree, generated once and reused while the arguments stay the same."""
-    from koin_hf.synthetic import generate_synthetic_koin
+    from koin_hf.synthetic.writer import generate_synthetic_koin
 
     spec = f"{num_classes}x{train_per_class}+{test_per_class} {image_size} q{quality}"
     folder = root / name
@@ -190,7 +192,7 @@ def synthetic_raw(
 
 def prepared(raw: Path, out: Path, image_size: int = 256) -> Path:
     """`koin prepare RAW OUT` once; reused while the raw tree is unchanged."""
-    from koin_hf.prepare import prepare_koin
+    from koin_hf.data.prepare import prepare_koin
 
     marker = out / ".benchmark-source"
     stamp = f"{raw} {(raw / '.benchmark-complete').stat().st_mtime_ns} {image_size}"

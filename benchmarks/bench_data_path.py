@@ -51,12 +51,12 @@ SIZE = 224
 def koin_loader_factory(
     prepared_dir: Path, scale: tuple[float, float], batch_size: int, workers: int
 ) -> Callable[[], torch.utils.data.DataLoader]:
-    """The training input pipeline of train.py (koin_hf.training.run_training), on its own."""
+    """The training input pipeline of train.py (koin_hf.training.run.run_training), on its own."""
     import datasets
     from transformers import ViTImageProcessor
 
-    from koin_hf import data as koin_data
-    from koin_hf import transforms
+    from koin_hf.data import loading as koin_data
+    from koin_hf.data import transforms
 
     processor = ViTImageProcessor(
         size={"height": SIZE, "width": SIZE}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # One-off costs, measured fresh every run.
-    from koin_hf.prepare import prepare_koin
+    from koin_hf.data.prepare import prepare_koin
 
     prepared_dir = root / f"{name}-prepared"
     shutil.rmtree(prepared_dir, ignore_errors=True)

@@ -47,7 +47,7 @@ BARE = "bare model forward"
 
 def bare_forward(model_dir: Path, test, batch_size: int):
     """Pre-process every batch once (outside the timing), then time the forward passes only."""
-    from koin_hf.evaluation import ImageScorer
+    from koin_hf.evaluation.scoring import ImageScorer
 
     scorer = ImageScorer(model_dir, device="cpu")
     batches = [
@@ -65,7 +65,7 @@ def bare_forward(model_dir: Path, test, batch_size: int):
 
 
 def koin_evaluate(model_dir: Path, prepared_dir: Path, batch_size: int):
-    from koin_hf.evaluation import evaluate_model
+    from koin_hf.evaluation.run import evaluate_model
 
     def run() -> float:
         with Stopwatch() as watch:
@@ -79,7 +79,7 @@ def koin_evaluate(model_dir: Path, prepared_dir: Path, batch_size: int):
 
 def koin_scoring_loop(model_dir: Path, test, batch_size: int):
     """evaluate_model's inner loop (decode, pre-process, forward) without load or metrics."""
-    from koin_hf.evaluation import ImageScorer, score_config
+    from koin_hf.evaluation.scoring import ImageScorer, score_config
 
     scorer = ImageScorer(model_dir, device="cpu")
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         test_per_class=per_class,
     )
     prepared_dir = prepared(raw, root / f"raw-small-{classes}x1+{per_class}-prepared")
-    from koin_hf.data import load_prepared
+    from koin_hf.data.loading import load_prepared
 
     test = load_prepared(prepared_dir, "normal", split="test")
     names = test.features["label"].names

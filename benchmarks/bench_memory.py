@@ -44,7 +44,7 @@ from pathlib import Path
 
 from _common import base_parser, machine_description, synthetic_raw, work_dir
 
-from koin_hf.mapped_pages import SWITCH_VARIABLE
+from koin_hf.data.mapped_pages import SWITCH_VARIABLE
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT_BYTES = 3 * 2**30

@@ -5,7 +5,7 @@ same pre-made, already normalised batches, in fp32, with the same optimisation m
 variant, learning-rate schedule and gradient clipping that train.py's arguments select), so the
 difference is what Trainer + Accelerate + koin-hf's callbacks cost per step.
 
-The Trainer is assembled as koin_hf.training.run_training assembles it: arguments parsed by
+The Trainer is assembled as koin_hf.training.run.run_training assembles it: arguments parsed by
 `parse_arguments` (train.py's defaults), the model from `_prepare_model` (the family registry),
 `KoinTrainer` with koin-hf's collator, metrics and augmentation-clock callback. Evaluation and
 checkpointing are switched off: they are per-epoch costs, not per-step ones.
@@ -79,9 +79,9 @@ def trainer_run(model_dir: Path, data: PremadeBatches, batch_size: int, steps: i
     """One run of the Trainer train.py builds (`build_trainer`); returns the step times."""
     from transformers import TrainerCallback
 
-    from koin_hf import transforms
-    from koin_hf.arguments import parse_arguments
-    from koin_hf.training import _prepare_model, build_trainer
+    from koin_hf.data import transforms
+    from koin_hf.training.arguments import parse_arguments
+    from koin_hf.training.run import _prepare_model, build_trainer
 
     names = [f"class-{i}" for i in range(NUM_CLASSES)]
     clock = StepClock()
@@ -136,8 +136,8 @@ def plain_run(model_dir: Path, data: PremadeBatches, batch_size: int, steps: int
     """The loop a user would write, with the maths train.py's arguments select."""
     from transformers import ViTForImageClassification, get_linear_schedule_with_warmup
 
-    from koin_hf import transforms
-    from koin_hf.arguments import parse_arguments
+    from koin_hf.data import transforms
+    from koin_hf.training.arguments import parse_arguments
 
     _, _, defaults = parse_arguments(["--output_dir", tempfile.gettempdir()])
     clock = StepClock()

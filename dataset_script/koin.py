@@ -25,27 +25,20 @@ from pathlib import Path
 
 import datasets
 
-from koin_hf.archive import extract_zip_cached
-from koin_hf.errors import KoinError
-from koin_hf.images import (
+from koin_hf.data.archive import extract_zip_cached
+from koin_hf.data.images import (
     UnusableImage,
     file_problem,
     image_bytes_for_dataset,
     skip_reason_for_name,
 )
+from koin_hf.errors import KoinError
+from koin_hf.hub.cards import KOIN_CITATION
 
 logger = logging.getLogger(__name__)
 
-# Same reference as the dataset card (koin_hf/cards/) writes.
-_CITATION = """\
-@misc{koin2023,
-  title         = {New Benchmarks for Asian Facial Recognition Tasks: Face Classification with Large Foundation Models},
-  year          = {2023},
-  eprint        = {2310.09756},
-  archivePrefix = {arXiv},
-  url           = {https://arxiv.org/abs/2310.09756}
-}
-"""
+# The same reference the cards write.
+_CITATION = KOIN_CITATION + "\n"
 _DESCRIPTION = (
     "KoIn: photos of Korean celebrities for face recognition, with normal photos, hard cases "
     "(masks, hats) and group photos."

@@ -11,8 +11,9 @@ import argparse
 import importlib
 import sys
 
-from koin_hf import __version__
 from koin_hf.errors import KoinError
+from koin_hf.flags import KoinArgumentParser
+from koin_hf.version import __version__
 
 # name -> (module under koin_hf.commands, one-line help). The one place that lists subcommands.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -27,7 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = KoinArgumentParser(
         prog="koin", description="KoIn face-recognition benchmark tools for the Hugging Face stack."
     )
     parser.add_argument("--version", action="version", version=f"koin-hf {__version__}")
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
     module_name, help_text = SUBCOMMANDS[name]
     module = importlib.import_module(f"koin_hf.commands.{module_name}")
-    parser = argparse.ArgumentParser(prog=f"koin {name}", description=help_text)
+    parser = KoinArgumentParser(prog=f"koin {name}", description=help_text)
     module.register(parser)
     return parser, module
 

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# Benchmarks in --quick mode: real subprocesses, tens of seconds.
+pytestmark = pytest.mark.slow
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 

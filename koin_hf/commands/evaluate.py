@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
 
 from koin_hf.dataset_script.koin import CONFIG_NAMES
+from koin_hf.errors import KoinError
+from koin_hf.hub.cards import is_hub_id
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
         help="any pipeline('image-classification') model: a koin-hf output dir, a Hub id, ...; "
-        "with --zero-shot a CLIPModel dir or Hub id",
+        "with --zero_shot a CLIPModel dir or Hub id",
     )
     parser.add_argument(
         "--dataset",
         default=None,
         help="prepared KoIn dataset: a folder (koin prepare) or Hub id (default: the dataset named "
-        "in MODEL/koin_training.json, i.e. the one the model was trained on)",
+        "in MODEL/koin_training.json (the run record), i.e. the one the model was trained on)",
     )
     parser.add_argument(
         "--configs",
@@ -30,29 +34,24 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="split of each config (default: test)")
     parser.add_argument(
         "--output_dir",
-        "--output-dir",
         default=None,
         help="where metrics.json, report.md, predictions CSVs and plots go "
         "(default: ./koin_eval/<model>)",
     )
-    parser.add_argument("--batch_size", "--batch-size", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument(
         "--num_workers",
-        "--num-workers",
         type=int,
         default=0,
         help="processes decoding and preprocessing images while the model runs (default 0)",
     )
     parser.add_argument(
-        "--zero-shot",
         "--zero_shot",
-        dest="zero_shot",
         action="store_true",
         help="score a CLIPModel with class-name prompts, no training",
     )
     parser.add_argument(
         "--prompt_template",
-        "--prompt-template",
         action="append",
         default=None,
         metavar="TEMPLATE",
@@ -62,48 +61,17 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default=None, help="torch device (default: cuda when available, else cpu)"
     )
-    parser.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
+    parser.add_argument("--no_plots", dest="plots", action="store_false", help="skip the PNG plots")
 
 
-def _default_output_dir(model: str):
-    import re
-    from pathlib import Path
-
+def _default_output_dir(model: str) -> Path:
     # Not inside the model dir: `koin push` uploads that folder, and reports do not belong there.
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model.rstrip("/")).strip("-.") or "model"
     return Path("koin_eval") / slug
 
 
-def _dataset_from_training_record(model: str) -> str:
-    """The dataset a koin-hf model was trained on, from its koin_training.json."""
-    import json
-    from pathlib import Path
-
-    from koin_hf.errors import KoinError
-
-    record = Path(model) / "koin_training.json"
-    if not record.is_file():
-        raise KoinError(f"pass --dataset: {model} has no koin_training.json naming its dataset.")
-    try:
-        info = json.loads(record.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise KoinError(f"pass --dataset: cannot read {record} ({err}).") from err
-    data_args = info.get("data_args") or {}
-    if data_args.get("dataset_name"):
-        return str(data_args["dataset_name"])
-    from koin_hf.data import ensure_default_dataset
-
-    # Trained on the embedded synthetic KoIn: the same generated set (cached after training).
-    return str(ensure_default_dataset(num_classes=data_args.get("synthetic_num_classes", 10)))
-
-
 def _check_model(model: str) -> None:
     """A local path that is no model folder fails here, before any dataset is loaded."""
-    from pathlib import Path
-
-    from koin_hf.cards import is_hub_id
-    from koin_hf.errors import KoinError
-
     path = Path(model).expanduser()
     if path.is_file():
         raise KoinError(f"{model} is a file: pass a model folder (with config.json) or a Hub id.")
@@ -112,14 +80,19 @@ def _check_model(model: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from koin_hf.errors import KoinError
-    from koin_hf.evaluation import evaluate_model
+    from koin_hf.evaluation.run import dataset_from_run_record, evaluate_model
 
     if args.prompt_template and not args.zero_shot:
-        raise KoinError("--prompt_template only applies with --zero-shot.")
+        raise KoinError("--prompt_template only applies with --zero_shot.")
     _check_model(args.model)
     output_dir = args.output_dir or _default_output_dir(args.model)
-    dataset = args.dataset or _dataset_from_training_record(args.model)
+    if args.dataset:
+        dataset = args.dataset
+    else:
+        try:
+            dataset = dataset_from_run_record(args.model)
+        except KoinError as err:
+            raise KoinError(f"pass --dataset: {err}") from None
     print(f"dataset: {dataset}")
     results = evaluate_model(
         args.model,

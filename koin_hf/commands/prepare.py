@@ -15,17 +15,17 @@ def register(parser: argparse.ArgumentParser) -> None:
         "out_dir", help="new or empty folder for the prepared dataset (e.g. ./koin)"
     )
     parser.add_argument(
-        "--image-size",
+        "--image_size",
         type=int,
         default=DEFAULT_IMAGE_SIZE,
         help="store images with their shorter side at most this many pixels; 0 keeps the originals "
         f"(default {DEFAULT_IMAGE_SIZE}: models train at 224, smaller files decode much faster)",
     )
-    parser.add_argument("--num-proc", type=int, default=None, help="processes for decoding")
+    parser.add_argument("--num_proc", type=int, default=None, help="processes for decoding")
 
 
 def run(args: argparse.Namespace) -> int:
-    from koin_hf.prepare import prepare_koin
+    from koin_hf.data.prepare import prepare_koin
 
     prepare_koin(args.raw_dir, args.out_dir, image_size=args.image_size, num_proc=args.num_proc)
     return 0

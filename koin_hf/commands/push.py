@@ -1,4 +1,4 @@
-"""`koin push MODEL_DIR --repo-id user/name`: upload a trained model folder with its card."""
+"""`koin push MODEL_DIR --repo_id user/name`: upload a trained model folder with its card."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 
 def add_hub_arguments(parser: argparse.ArgumentParser, example: str) -> None:
     """Flags shared by `koin push` and `koin push-dataset`."""
-    parser.add_argument("--repo-id", required=True, help=f"Hub repository, e.g. {example}")
+    parser.add_argument("--repo_id", required=True, help=f"Hub repository, e.g. {example}")
     parser.add_argument(
         "--private",
         action="store_true",
@@ -22,7 +22,7 @@ def add_hub_arguments(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument(
         "--revision", default=None, help="branch to commit to, created if missing (default: main)"
     )
-    parser.add_argument("--commit-message", default=None, help="commit message")
+    parser.add_argument("--commit_message", default=None, help="commit message")
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -32,14 +32,14 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     add_hub_arguments(parser, "user/koin-vit-5shot")
     parser.add_argument(
-        "--overwrite-card",
+        "--overwrite_card",
         action="store_true",
         help="replace an existing README.md with a freshly rendered model card",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from koin_hf.hub import push_model
+    from koin_hf.hub.push import push_model
 
     url, commit = push_model(
         args.model_dir,

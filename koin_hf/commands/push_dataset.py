@@ -1,4 +1,4 @@
-"""`koin push-dataset DATA_DIR --repo-id user/koin`: upload a prepared dataset folder."""
+"""`koin push-dataset DATA_DIR --repo_id user/koin`: upload a prepared dataset folder."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from koin_hf.hub import push_dataset
+    from koin_hf.hub.push import push_dataset
 
     url, commit = push_dataset(
         args.data_dir,

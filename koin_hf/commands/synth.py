@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from koin_hf.synthetic import DEFAULT_COUNTS
+from koin_hf.synthetic.writer import DEFAULT_COUNTS
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -15,7 +15,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "bytes. Feed the folder to `koin prepare`."
     )
     parser.add_argument("out_dir", help="new or empty folder to write into")
-    parser.add_argument("--num-classes", type=int, default=10, help="identities (default 10)")
+    parser.add_argument("--num_classes", type=int, default=10, help="identities (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed: people and photos")
     for subset, what in (
         ("train", "normal training photos"),
@@ -24,13 +24,13 @@ def register(parser: argparse.ArgumentParser) -> None:
         ("group", "group photos"),
     ):
         parser.add_argument(
-            f"--{subset}-per-class",
+            f"--{subset}_per_class",
             type=int,
             default=DEFAULT_COUNTS[subset],
             help=f"{what} per identity (default {DEFAULT_COUNTS[subset]}; 0 skips the folder)",
         )
     parser.add_argument(
-        "--image-size",
+        "--image_size",
         default="small",
         help="'small' (about 256x320, varied per photo; group photos landscape), "
         "'phone' (1080x1350) or an exact WxH such as 640x800",
@@ -43,7 +43,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from koin_hf.synthetic import generate_synthetic_koin
+    from koin_hf.synthetic.writer import generate_synthetic_koin
 
     out = generate_synthetic_koin(
         args.out_dir,

@@ -12,6 +12,6 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from koin_hf.training import main
+    from koin_hf.training.run import main
 
     return main(args.train_args)

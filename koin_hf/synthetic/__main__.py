@@ -1,21 +1,20 @@
-"""`python -m koin_hf.synthetic --contact-sheet PATH`: redraw the contact sheet."""
+"""`python -m koin_hf.synthetic --contact_sheet PATH`: redraw the contact sheet."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from koin_hf.flags import KoinArgumentParser
 from koin_hf.synthetic.contact_sheet import contact_sheet
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Synthetic KoIn helpers (see `koin synth`).")
+    parser = KoinArgumentParser(description="Synthetic KoIn helpers (see `koin synth`).")
     parser.add_argument(
-        "--contact-sheet", metavar="PNG", required=True, help="write a contact sheet"
+        "--contact_sheet", metavar="PNG", required=True, help="write a contact sheet"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-identities", type=int, default=5)
+    parser.add_argument("--num_identities", type=int, default=5)
     args = parser.parse_args(argv)
     print(contact_sheet(args.contact_sheet, seed=args.seed, num_identities=args.num_identities))
     return 0

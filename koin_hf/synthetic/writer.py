@@ -27,7 +27,7 @@ def parse_image_size(spec: str) -> str | tuple[int, int]:
         if 32 <= width <= 8192 and 32 <= height <= 8192:
             return (width, height)
     raise KoinError(
-        f"--image-size must be 'small', 'phone' or WxH between 32 and 8192, not {spec!r}"
+        f"--image_size must be 'small', 'phone' or WxH between 32 and 8192, not {spec!r}"
     )
 
 
@@ -76,7 +76,7 @@ def generate_synthetic_koin(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KoinError(f"output folder {out} already exists and is not empty; pick a new folder")
     if not 2 <= num_classes <= 9999:
-        raise KoinError(f"--num-classes must be between 2 and 9999, not {num_classes}")
+        raise KoinError(f"--num_classes must be between 2 and 9999, not {num_classes}")
     counts = {
         "train": train_per_class,
         "test": test_per_class,
@@ -86,7 +86,7 @@ def generate_synthetic_koin(
     for subset, count in counts.items():
         if count < 0 or (subset == "train" and count < 1):
             raise KoinError(
-                f"--{subset}-per-class must be at least {int(subset == 'train')}, not {count}"
+                f"--{subset}_per_class must be at least {int(subset == 'train')}, not {count}"
             )
     if workers is not None and workers < 1:
         raise KoinError(f"--workers must be at least 1, not {workers}")

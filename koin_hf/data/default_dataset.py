@@ -1,0 +1,38 @@
+"""The embedded synthetic KoIn: what train.py and `koin evaluate` use when no dataset is named.
+
+Generated once by `koin_hf.synthetic`, prepared once by `koin_hf.data.prepare`, then reused from the
+cache folder (`$KOIN_HF_CACHE`, default ~/.cache/koin_hf).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from filelock import FileLock
+
+from koin_hf.data.prepare import prepare_koin
+from koin_hf.synthetic.writer import generate_synthetic_koin
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("KOIN_HF_CACHE", Path.home() / ".cache" / "koin_hf"))
+
+
+def ensure_default_dataset(seed: int = 0, num_classes: int = 10) -> Path:
+    """The embedded synthetic KoIn, generated and prepared once, then reused from the cache.
+
+    A file lock makes concurrent callers (several accelerate processes) wait for the first.
+    """
+    base = default_cache_dir() / f"synthetic-koin-c{num_classes}-s{seed}"
+    prepared = base / "prepared"
+    base.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(base / ".lock")):
+        if not (prepared / "README.md").is_file():
+            raw = base / "raw"
+            if not (raw / "classes.csv").is_file():
+                shutil.rmtree(raw, ignore_errors=True)
+                generate_synthetic_koin(raw, num_classes=num_classes, seed=seed)
+            prepare_koin(raw, prepared)
+    return prepared

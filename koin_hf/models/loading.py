@@ -1,0 +1,174 @@
+"""Name -> classifier + image processor: a family name, `<family>-tiny`, a Hub id or a folder.
+
+Everything that differs between families comes from the registry (`koin_hf.models.registry`);
+this module only loads, sets the labels and resizes the processor.
+"""
+
+from __future__ import annotations
+
+import os
+
+import transformers
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    BaseImageProcessor,
+    PretrainedConfig,
+    PreTrainedModel,
+    TimmWrapperImageProcessor,
+)
+
+from koin_hf.errors import KoinError
+from koin_hf.models import offline
+from koin_hf.models.registry import (
+    FAMILIES,
+    ModelFamily,
+    family_for_checkpoint,
+    family_of,
+    get_family,
+    known_families,
+)
+
+
+def _label_kwargs(label_names: list[str]) -> dict:
+    if len(set(label_names)) != len(label_names):
+        raise KoinError("Label names must be unique; got duplicates in the dataset's labels.")
+    return {
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {name: index for index, name in enumerate(label_names)},
+    }
+
+
+def _set_timm_image_size(config: PretrainedConfig, image_size: int) -> None:
+    pretrained_cfg = dict(getattr(config, "pretrained_cfg", None) or {})
+    pretrained_cfg["input_size"] = [3, image_size, image_size]
+    config.pretrained_cfg = pretrained_cfg
+
+
+def _resized_processor(processor: BaseImageProcessor, image_size: int) -> BaseImageProcessor:
+    """The same processor producing image_size x image_size inputs."""
+    settings = processor.to_dict()
+    size = settings.get("size") or {}
+    if size.get("shortest_edge"):
+        settings["size"] = {"shortest_edge": image_size}
+    else:
+        settings["size"] = {"height": image_size, "width": image_size}
+    if settings.get("crop_size"):
+        settings["crop_size"] = {"height": image_size, "width": image_size}
+    settings.pop("image_processor_type", None)
+    return type(processor).from_dict(settings)
+
+
+def _timm_processor(config: PretrainedConfig) -> BaseImageProcessor:
+    return TimmWrapperImageProcessor(pretrained_cfg=config.pretrained_cfg)
+
+
+def _tiny_model(family: ModelFamily, label_names: list[str], image_size: int | None):
+    size = image_size or offline.TINY_IMAGE_SIZE
+    config = family.tiny_config(len(label_names), size)
+    labels = _label_kwargs(label_names)
+    config.id2label, config.label2id = labels["id2label"], labels["label2id"]
+    model = family.model_class(config)
+    if not family.fixed_image_size:
+        offline.init_tiny_weights(model)
+    processor = _timm_processor(config) if family.is_timm else family.tiny_processor(size)
+    return model, processor
+
+
+def _resolve(model_name_or_path: str) -> tuple[str, ModelFamily | None]:
+    """(checkpoint to load, family if already known from the name)."""
+    if model_name_or_path in FAMILIES:
+        family = FAMILIES[model_name_or_path]
+        return family.default_checkpoint_path(), family
+    family = family_for_checkpoint(model_name_or_path)
+    if family is not None:
+        return family.default_checkpoint_path(), family
+    if os.path.isdir(model_name_or_path):
+        if not os.path.isfile(os.path.join(model_name_or_path, "config.json")):
+            raise KoinError(
+                f"The folder '{model_name_or_path}' has no config.json, so it is not a saved "
+                "transformers model."
+            )
+        return model_name_or_path, None
+    if "/" not in model_name_or_path:
+        raise KoinError(
+            f"'{model_name_or_path}' is neither a model family, '<family>-tiny', a local folder "
+            f"nor a Hub id; known families: {known_families()}."
+        )
+    return model_name_or_path, None
+
+
+def _load_failed(checkpoint: str) -> KoinError:
+    return KoinError(
+        f"Could not load the checkpoint '{checkpoint}' (offline, or no such Hub repo or folder?); "
+        f"pass a local checkpoint folder or an offline model such as 'lite0' or 'vit-tiny'."
+    )
+
+
+def load_model_and_processor(
+    model_name_or_path: str,
+    label_names: list[str],
+    *,
+    ignore_mismatched_sizes: bool = True,
+    seed: int | None = None,
+    image_size: int | None = None,
+) -> tuple[PreTrainedModel, BaseImageProcessor, ModelFamily]:
+    """A classifier for `label_names`, its image processor and its family.
+
+    `model_name_or_path` is a family name (its default checkpoint; `lite0` works offline), a
+    `<family>-tiny` random model for offline tests and demos, a Hub id, or a local checkpoint
+    folder. The head is re-initialized (seeded by `seed`) when its size differs, if
+    `ignore_mismatched_sizes`; `image_size` overrides the processor's input size.
+    """
+    if not label_names:
+        raise KoinError("At least one label name is needed to build a classifier.")
+    if seed is not None:
+        transformers.set_seed(seed)
+    if model_name_or_path.endswith("-tiny"):
+        family = get_family(model_name_or_path.removesuffix("-tiny"))
+        model, processor = _tiny_model(family, list(label_names), image_size)
+        return model, processor, family
+
+    checkpoint, family = _resolve(model_name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(checkpoint)
+    except OSError as error:
+        raise _load_failed(checkpoint) from error
+    family = family or family_of(config)
+    if image_size and family.fixed_image_size:
+        native = getattr(getattr(config, "vision_config", config), "image_size", None)
+        if native != image_size:
+            raise KoinError(
+                f"The {family.name} checkpoint '{checkpoint}' runs at {native} px only; "
+                f"drop --image_size or set it to {native}."
+            )
+    try:
+        model = family.model_class.from_pretrained(
+            checkpoint,
+            ignore_mismatched_sizes=ignore_mismatched_sizes,
+            **_label_kwargs(label_names),
+        )
+    except OSError as error:
+        raise _load_failed(checkpoint) from error
+    except RuntimeError as error:
+        if "ignore_mismatched_sizes" not in str(error) and "size mismatch" not in str(error):
+            raise
+        raise KoinError(
+            f"The head of '{checkpoint}' has another number of classes than the "
+            f"{len(label_names)} labels; pass --ignore_mismatched_sizes to re-initialize it."
+        ) from error
+    if family.is_timm:
+        # TimmWrapperConfig would otherwise save the checkpoint's old `label_names`.
+        model.config.label_names = list(label_names)
+        if image_size:
+            _set_timm_image_size(model.config, image_size)
+        processor = _timm_processor(model.config)
+    else:
+        try:
+            processor = AutoImageProcessor.from_pretrained(checkpoint)
+        except OSError as error:
+            raise _load_failed(checkpoint) from error
+        if image_size:
+            processor = _resized_processor(processor, image_size)
+    return model, processor, family

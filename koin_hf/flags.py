@@ -33,6 +33,7 @@ def unknown_arguments_message(
     *,
     help_command: str,
     removed: Mapping[str, str] | None = None,
+    where: str = "on the command line",
 ) -> str:
     """One line naming each argument a parser does not take, with the nearest real flag."""
     removed = removed or {}
@@ -52,10 +53,7 @@ def unknown_arguments_message(
         else:
             close = difflib.get_close_matches(flag, list(known_flags), n=1, cutoff=0.75)
             parts.append(f"{flag}" + (f" (did you mean {close[0]}?)" if close else ""))
-    return (
-        f"unknown argument(s) on the command line or in an argument file: {'; '.join(parts)}. "
-        f"See `{help_command} --help`."
-    )
+    return f"unknown argument(s) {where}: {'; '.join(parts)}. See `{help_command} --help`."
 
 
 class KoinArgumentParser(argparse.ArgumentParser):

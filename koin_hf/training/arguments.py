@@ -214,6 +214,7 @@ def parse_arguments(
                 list(parser._option_string_actions),
                 help_command="python train.py",
                 removed=REMOVED_FLAGS,
+                where="on the command line or in an argument file",
             )
         )
     return model_args, data_args, training_args

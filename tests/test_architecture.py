@@ -194,3 +194,30 @@ def test_the_run_record_file_is_opened_only_by_run_record():
         and node.right.value == "koin_training.json"
     ]
     assert not opened, f"use koin_hf.run_record.RunRecord instead: {opened}"
+
+
+def test_imports_shown_in_the_docs_resolve():
+    """A moved module must not leave the README or docs/ telling users to import the old path."""
+    import importlib
+
+    documents = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    broken = []
+    for document in documents:
+        for line in document.read_text(encoding="utf-8").splitlines():
+            statement = line.strip()
+            if not statement.startswith(("from koin_hf", "import koin_hf")):
+                continue
+            tree = ast.parse(statement.split("#")[0].strip())
+            node = tree.body[0]
+            try:
+                if isinstance(node, ast.ImportFrom):
+                    module = importlib.import_module(node.module)
+                    missing = [a.name for a in node.names if not hasattr(module, a.name)]
+                    if missing and not all(f"{node.module}.{n}" in MODULES for n in missing):
+                        broken.append(f"{document.name}: {statement} (no {', '.join(missing)})")
+                else:
+                    for alias in node.names:
+                        importlib.import_module(alias.name)
+            except ImportError as err:
+                broken.append(f"{document.name}: {statement} ({err})")
+    assert not broken, "\n".join(broken)

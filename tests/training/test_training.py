@@ -16,6 +16,7 @@ from koin_hf.data.prepare import prepare_koin
 from koin_hf.errors import KoinError
 from koin_hf.models.registry import FAMILIES as REGISTRY
 from koin_hf.models.registry import get_family
+from koin_hf.run_record import RunRecord
 from koin_hf.training.arguments import parse_arguments
 from koin_hf.training.run import main, run_training
 
@@ -77,8 +78,8 @@ def test_every_family_trains_and_saves_a_pipeline_model(prepared, tmp_path, fami
     assert (out / "model.safetensors").is_file() and (out / "training_args.bin").is_file()
     config = AutoConfig.from_pretrained(out)
     assert [config.id2label[i] for i in range(len(CLASS_NAMES))] == list(CLASS_NAMES)
-    info = read_json(out / "koin_training.json")
-    assert info["family"] == family and info["method"] == "full"
+    info = RunRecord.load(out)
+    assert info.family == family and info.method == "full"
     assert set(read_json(out / "all_results.json")) >= {
         "eval_hard_top3_accuracy",
         "eval_normal_top1_accuracy",
@@ -95,20 +96,20 @@ def test_lora_saves_a_merged_model_and_optionally_the_adapter(prepared, tmp_path
     train(prepared, out, "--lora", "--save_adapter", "--max_steps", "2")
     assert not (out / "adapter_config.json").exists(), "the model users load must be merged"
     assert (out / "adapter" / "adapter_config.json").is_file()
-    info = read_json(out / "koin_training.json")
-    assert info["method"] == "lora"
-    assert info["lora"]["target_modules"] == list(get_family("vit").lora_target_modules)
-    assert info["trainable_parameters"] < info["total_parameters"]
+    info = RunRecord.load(out)
+    assert info.method == "lora"
+    assert info.lora.target_modules == list(get_family("vit").lora_target_modules)
+    assert info.trainable_parameters < info.total_parameters
     classifier = pipeline("image-classification", model=str(out), device="cpu")
     assert classifier.model.config.id2label[0] == CLASS_NAMES[0]
 
 
 def test_linear_probe_trains_only_the_head(prepared, tmp_path):
     train(prepared, tmp_path / "probe", "--freeze_backbone", "--max_steps", "1")
-    info = read_json(tmp_path / "probe" / "koin_training.json")
-    assert info["method"] == "linear_probe"
+    info = RunRecord.load(tmp_path / "probe")
+    assert info.method == "linear_probe"
     # ViT-tiny head: hidden 32 x 3 classes + 3 biases.
-    assert info["trainable_parameters"] == 32 * 3 + 3
+    assert info.trainable_parameters == 32 * 3 + 3
 
 
 def test_few_shot_sample_is_stratified_seeded_and_saved(prepared, tmp_path):
@@ -194,8 +195,8 @@ def test_two_cpu_processes_evaluate_every_test_image_once(prepared, tmp_path):
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     results = read_json(out / "all_results.json")
-    info = read_json(out / "koin_training.json")
-    assert info["world_size"] == 2
+    info = RunRecord.load(out)
+    assert info.world_size == 2
     # 3 classes x 3 normal test images = 9: odd, so the distributed sampler pads one duplicate,
     # which gather_for_metrics must drop again.
     assert results["eval_normal_num_samples"] == 9
@@ -203,7 +204,7 @@ def test_two_cpu_processes_evaluate_every_test_image_once(prepared, tmp_path):
     assert results["eval_group_num_samples"] == 6
     # Both processes trained: 2 steps x 4 images x 2 processes.
     state = read_json(out / "checkpoint-2" / "trainer_state.json")
-    assert state["global_step"] == 2 and info["train_images"] == 21
+    assert state["global_step"] == 2 and info.train_images == 21
     assert (
         "set          images" in result.stdout
         and result.stdout.count("Saved a pipeline-ready") == 1
@@ -330,7 +331,7 @@ def test_zero_shot_head_init_starts_clip_from_the_class_names(prepared, tmp_path
         "--max_steps",
         "1",
     )
-    assert read_json(out / "koin_training.json")["zero_shot_head_init"] is True
+    assert RunRecord.load(out).zero_shot_head_init is True
     with pytest.raises(KoinError, match="text tower"):
         train(
             prepared, tmp_path / "x", "--model_name_or_path", "clip-tiny", "--zero_shot_head_init"
@@ -345,9 +346,9 @@ def test_early_stopping_with_bf16_and_gradient_accumulation(prepared, tmp_path):
     train(prepared, out, "--max_steps", "20", "--eval_strategy", "steps", "--eval_steps", "1",
           "--save_strategy", "steps", "--save_steps", "1", "--learning_rate", "0",
           "--early_stopping_patience", "1", "--gradient_accumulation_steps", "2", "--bf16", "true")  # fmt: skip
-    info = read_json(out / "koin_training.json")
-    assert info["global_steps"] == 2
-    assert info["precision"] == "bf16"
+    info = RunRecord.load(out)
+    assert info.global_steps == 2
+    assert info.precision == "bf16"
 
 
 def test_accelerate_single_thread_default_is_undone_on_cpu(monkeypatch):

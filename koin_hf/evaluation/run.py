@@ -24,7 +24,6 @@ from koin_hf.evaluation.metrics import (
     metric_names,
     top_k_credit,
 )
-from koin_hf.evaluation.plots import write_plots
 from koin_hf.evaluation.report import write_predictions_csv, write_report
 from koin_hf.evaluation.scoring import ImageScorer, ScoredConfig, normalize_name, score_config
 from koin_hf.run_record import RunRecord
@@ -199,7 +198,12 @@ def write_outputs(
     top = max(ks)
     for config, one in scored.items():
         write_predictions_csv(one, output_dir / f"predictions_{config}.csv", top)
-    figures = write_plots(scored, test_sets, results["configs"], output_dir) if plots else {}
+    figures = {}
+    if plots:
+        # matplotlib is imported only when plots are asked for: scoring itself never needs it.
+        from koin_hf.evaluation.plots import write_plots
+
+        figures = write_plots(scored, test_sets, results["configs"], output_dir)
     write_report(results, figures, output_dir)
 
 

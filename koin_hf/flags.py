@@ -66,7 +66,7 @@ class KoinArgumentParser(argparse.ArgumentParser):
     def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action:
         return super().add_argument(*spellings(names), **kwargs)
 
-    def parse_args(self, args=None, namespace=None):  # noqa: ANN001 - argparse's signature
+    def parse_args(self, args=None, namespace=None):
         parsed, unknown = self.parse_known_args(args, namespace)
         if unknown:
             self.error(

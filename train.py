@@ -6,7 +6,12 @@ pipeline-ready model under outputs/. `python train.py --help` lists every flag.
 
 import sys
 
-from koin_hf.training.run import main
+from koin_hf.runtime import configure_process
+
+# Before torch is imported: the OpenMP wait policy is read when torch loads (koin_hf.runtime).
+configure_process()
+
+from koin_hf.training.run import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

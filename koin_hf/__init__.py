@@ -12,6 +12,7 @@ same name runs. Everything else lives in the stage packages (`koin_hf.data`, `ko
     koin_hf.predict("outputs/koin-vit-tiny", ["photo.jpg"])
 
 The stage modules are imported inside the functions, so `import koin_hf` stays light (no torch).
+The functions that run models apply koin-hf's process set-up first (`koin_hf.runtime`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from koin_hf.errors import KoinError
+from koin_hf.runtime import configure_process
 from koin_hf.version import __version__
 
 __all__ = [
@@ -88,6 +90,7 @@ def train(args: Sequence[str] | None = None, /, **arguments: Any) -> dict[str, f
     shots_per_class=5)`), or as a list of command-line strings (preset files first, as on the
     command line), or both: keywords override the list. See `python train.py --help`.
     """
+    configure_process()
     from koin_hf.training.arguments import parse_arguments
     from koin_hf.training.run import run_training
 
@@ -120,6 +123,7 @@ def evaluate(
     predictions CSVs and plots are written there. `options` are `evaluate_model`'s (batch_size,
     split, zero_shot, prompt_template, device, plots, num_workers). Returns metrics.json's content.
     """
+    configure_process()
     from koin_hf.evaluation.run import dataset_from_run_record, evaluate_model
 
     if dataset is None:
@@ -134,6 +138,7 @@ def predict(
     model: str | Path, images: Sequence[str | Path], *, top_k: int = 3, device: Any = None
 ) -> list[list[dict]]:
     """For each image, the model's top-k `{"label": name, "score": p}`, as pipeline() gives them."""
+    configure_process()
     from koin_hf.evaluation.predict import predict as predict_images
 
     return predict_images(model, images, top_k=top_k, device=device)

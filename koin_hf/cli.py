@@ -13,6 +13,7 @@ import sys
 
 from koin_hf.errors import KoinError
 from koin_hf.flags import KoinArgumentParser
+from koin_hf.runtime import configure_process
 from koin_hf.version import __version__
 
 # name -> (module under koin_hf.commands, one-line help). The one place that lists subcommands.
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             top.error(f"unknown command {argv[0]!r}; choose from {', '.join(SUBCOMMANDS)}")
         top.parse_args(argv or ["--help"])
         return 0
+    # Before any subcommand imports torch: OMP_WAIT_POLICY is read when torch loads OpenMP.
+    configure_process()
     parser, module = _command_parser(argv[0])
     args = parser.parse_args(argv[1:])
     try:

@@ -34,6 +34,7 @@ from koin_hf.models.loading import load_model_and_processor
 from koin_hf.models.registry import ModelFamily
 from koin_hf.models.zero_shot import init_head_from_text, zero_shot_text_embeddings
 from koin_hf.run_record import SYNTHETIC_DATASET, LoraSettings, RunRecord
+from koin_hf.runtime import configure_process
 from koin_hf.training.arguments import (
     DataArguments,
     KoinTrainingArguments,
@@ -155,6 +156,20 @@ def _save_outputs(trainer, model_args, training_args, processor, record: RunReco
         record.save(output_dir)
 
 
+def _scored_during_training(
+    eval_sets: dict[str, Any], training_args: KoinTrainingArguments
+) -> dict[str, Any]:
+    """The sets evaluated at each epoch: validation (it picks the checkpoint), or all of them.
+
+    The test sets are scored once at the end unless --eval_test_sets_each_epoch asks for their
+    per-epoch curves. Without a validation split there is nothing to select on, so the test
+    sets are scored at each evaluation as before (they still never pick the checkpoint).
+    """
+    if training_args.eval_test_sets_each_epoch or "validation" not in eval_sets:
+        return eval_sets
+    return {"validation": eval_sets["validation"]}
+
+
 def build_trainer(
     model,
     processor,
@@ -212,7 +227,14 @@ def run_training(
         name: transforms.apply_transform(ds, eval_transform) for name, ds in eval_sets.items()
     }
 
-    trainer = build_trainer(model, processor, training_args, train, eval_sets, clock)
+    trainer = build_trainer(
+        model,
+        processor,
+        training_args,
+        train,
+        _scored_during_training(eval_sets, training_args),
+        clock,
+    )
     checkpoint = training_args.resume_from_checkpoint
     if checkpoint in ("last", "latest", "true", "True"):
         checkpoint = get_last_checkpoint(training_args.output_dir)
@@ -222,7 +244,8 @@ def run_training(
             )
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = dict(train_result.metrics)
-    metrics.update(trainer.evaluate())  # the best checkpoint (load_best_model_at_end), every set
+    # Every set, once, from the chosen checkpoint (load_best_model_at_end has loaded it).
+    metrics.update(trainer.evaluate(eval_dataset=eval_sets))
     metrics.update({f"eval_{name}_num_images": len(dataset) for name, dataset in eval_sets.items()})
     train_images = len(train) if isinstance(train, datasets.Dataset) else None  # a stream has none
     if train_images is not None:
@@ -318,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
     )
     transformers.utils.logging.set_verbosity_warning()
+    configure_process()  # a no-op when train.py already did it, before torch
     use_all_cpu_cores()
     datasets.utils.logging.set_verbosity_warning()
     try:

@@ -370,3 +370,31 @@ def test_accelerate_single_thread_default_is_undone_on_cpu(monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def _epoch_evaluations(out: Path) -> list[set[str]]:
+    """The metric names logged at each evaluation during training (from the last checkpoint)."""
+    checkpoint = max(out.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    history = read_json(checkpoint / "trainer_state.json")["log_history"]
+    by_epoch: dict[float, set[str]] = {}  # Trainer logs each eval set as its own entry
+    for entry in history:
+        if any(key.startswith("eval_") for key in entry):
+            by_epoch.setdefault(entry["epoch"], set()).update(entry)
+    return list(by_epoch.values())
+
+
+@pytest.mark.parametrize("each_epoch", [False, True])
+def test_test_sets_are_scored_once_at_the_end_unless_asked_per_epoch(
+    prepared, tmp_path, each_epoch
+):
+    extra = ["--eval_test_sets_each_epoch"] if each_epoch else []
+    metrics = train(prepared, tmp_path / "out", "--num_train_epochs", "2", *extra)
+    evaluations = _epoch_evaluations(tmp_path / "out")
+    assert len(evaluations) == 2  # one per epoch
+    for keys in evaluations:
+        assert "eval_validation_top1_accuracy" in keys
+        assert ("eval_normal_top1_accuracy" in keys) is each_epoch
+        assert ("eval_group_top1_accuracy" in keys) is each_epoch
+    # The end of the run scores every set from the chosen checkpoint either way.
+    for name in ("validation", "normal", "hard", "group"):
+        assert f"eval_{name}_top1_accuracy" in metrics

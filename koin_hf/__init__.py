@@ -19,11 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from koin_hf.errors import KoinError
 from koin_hf.runtime import configure_process
 from koin_hf.version import __version__
+
+if TYPE_CHECKING:
+    from koin_hf.hub.push import PushResult
 
 __all__ = [
     "KoinError",
@@ -144,20 +147,22 @@ def predict(
     return predict_images(model, images, top_k=top_k, device=device)
 
 
-def push_model(model_dir: str | Path, repo_id: str, **options: Any) -> tuple[str, str]:
-    """Upload a trained model folder with its model card; return (repo URL, commit id).
+def push_model(model_dir: str | Path, repo_id: str, **options: Any) -> PushResult:
+    """Upload a trained model folder with its model card; `url, commit = push_model(...)`.
 
-    `options`: private, token, revision, commit_message, overwrite_card.
+    `options`: private, token, revision, commit_message, overwrite_card, dry_run. The result
+    also lists what was uploaded (`.uploaded`) and left out (`.excluded`); see docs/HUB.md.
     """
     from koin_hf.hub.push import push_model as push
 
     return push(model_dir, repo_id, **options)
 
 
-def push_dataset(data_dir: str | Path, repo_id: str, **options: Any) -> tuple[str, str]:
+def push_dataset(data_dir: str | Path, repo_id: str, **options: Any) -> PushResult:
     """Upload a prepared dataset folder; `load_dataset(repo_id, "hard")` works afterwards.
 
-    `options`: private, token, revision, commit_message. Returns (repo URL, commit id).
+    `options`: private, token, revision, commit_message, dry_run. Unpacks as
+    `url, commit = push_dataset(...)`, like push_model's result.
     """
     from koin_hf.hub.push import push_dataset as push
 

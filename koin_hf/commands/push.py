@@ -23,6 +23,12 @@ def add_hub_arguments(parser: argparse.ArgumentParser, example: str) -> None:
         "--revision", default=None, help="branch to commit to, created if missing (default: main)"
     )
     parser.add_argument("--commit_message", default=None, help="commit message")
+    parser.add_argument(
+        "--dry_run",
+        action="store_true",
+        help="list every file that would be uploaded (path and size) and what is left out, "
+        "then stop: nothing is uploaded and no token is needed",
+    )
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -39,9 +45,9 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from koin_hf.hub.push import push_model
+    from koin_hf.hub.push import describe_push, push_model
 
-    url, commit = push_model(
+    result = push_model(
         args.model_dir,
         args.repo_id,
         private=args.private,
@@ -49,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         revision=args.revision,
         commit_message=args.commit_message,
         overwrite_card=args.overwrite_card,
+        dry_run=args.dry_run,
     )
-    print(f"Pushed {args.model_dir} to {url}")
-    print(f"commit {commit}")
+    print("\n".join(describe_push(result, args.model_dir)))
     return 0

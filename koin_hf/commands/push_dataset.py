@@ -13,19 +13,19 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from koin_hf.hub.push import push_dataset
+    from koin_hf.hub.push import describe_push, push_dataset
 
-    url, commit = push_dataset(
+    result = push_dataset(
         args.data_dir,
         args.repo_id,
         private=args.private,
         token=args.token,
         revision=args.revision,
         commit_message=args.commit_message,
+        dry_run=args.dry_run,
     )
-    print(f"Pushed {args.data_dir} to {url}")
-    print(f"commit {commit}")
-    print(
-        f'Load it with: datasets.load_dataset("{url.split("/datasets/", 1)[-1].split("/tree/")[0]}", "hard")'
-    )
+    print("\n".join(describe_push(result, args.data_dir)))
+    if not result.dry_run:
+        revision = f', revision="{args.revision}"' if args.revision else ""
+        print(f'Load it with: datasets.load_dataset("{result.repo_id}", "hard"{revision})')
     return 0

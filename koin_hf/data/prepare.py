@@ -41,6 +41,7 @@ from koin_hf.dataset_script.koin import (
 )
 from koin_hf.errors import KoinError
 from koin_hf.hub.dataset_card import render_dataset_card
+from koin_hf.hub.provenance import REPORT_KEY, read_synthetic_marker
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +204,7 @@ def _preflight(location: RawLocation) -> dict[str, Any]:
         "class_ids": class_ids,
         "class_names": class_names,
         "class_names_file": _relative(names_file, location.top) if names_file else None,
+        REPORT_KEY: read_synthetic_marker(location.root, location.top),  # None: real KoIn
     }
 
 

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from koin_hf.errors import KoinError
+from koin_hf.hub.provenance import write_synthetic_marker
 from koin_hf.synthetic.identity import class_names
 from koin_hf.synthetic.scene import SUBSETS, PhotoJob, SyntheticPhoto, photo_jobs, render_photo
 
@@ -105,6 +106,8 @@ def generate_synthetic_koin(
         writer.writerow(["id", "name"])
         for label, name in enumerate(class_names(num_classes, seed)):
             writer.writerow([f"{label:04d}", name])
+    # Says "generated, no real person" to koin prepare and so to every card made from this folder.
+    write_synthetic_marker(out, seed=seed, num_classes=num_classes, counts=counts)
 
     from tqdm.auto import tqdm
 

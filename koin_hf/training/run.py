@@ -41,6 +41,7 @@ from koin_hf.training.arguments import (
     ModelArguments,
     parse_arguments,
 )
+from koin_hf.training.publishing import push_trained_model, take_hub_settings
 from koin_hf.training.splits import load_splits
 from koin_hf.training.trainer import (
     AugmentationClockCallback,
@@ -208,6 +209,7 @@ def run_training(
     started = time.time()
     if training_args.output_dir in (None, "trainer_output"):
         training_args.output_dir = _default_output_dir(model_args.model_name_or_path)
+    hub = take_hub_settings(training_args)  # before anything saves the args: no token on disk
     set_seed(training_args.seed)
     with training_args.main_process_first(desc="preparing the dataset"):
         dataset_name, names, train, eval_sets = load_splits(data_args, training_args)
@@ -303,8 +305,8 @@ def run_training(
             + "\n"
         )
     _save_outputs(trainer, model_args, training_args, processor, record)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(commit_message="koin-hf: end of training")
+    if hub and trainer.is_world_process_zero():  # koin push's file selection and card
+        push_trained_model(hub, training_args.output_dir)
     if trainer.is_world_process_zero():
         print("\n" + results_table(metrics, eval_sets))
         print(f"\nSaved a pipeline-ready model to {training_args.output_dir}")

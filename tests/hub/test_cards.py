@@ -13,11 +13,14 @@ import yaml
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard
 from records import LORA_VIT_RUN
 
+from koin_hf.data.prepare import prepare_koin
 from koin_hf.errors import KoinError
 from koin_hf.hub.cards import escape_markdown
 from koin_hf.hub.dataset_card import render_dataset_card
 from koin_hf.hub.model_card import render_model_card, write_model_card
+from koin_hf.hub.provenance import GENERATOR_LICENSE, GENERATOR_LICENSE_NAME
 from koin_hf.run_record import SYNTHETIC_DATASET, RunRecord
+from koin_hf.synthetic.writer import generate_synthetic_koin
 
 HOSTILE_NAMES = [
     'Kim "Ji-soo"',
@@ -264,3 +267,109 @@ def test_model_card_counts_the_labels_of_a_timm_wrapped_model(tmp_path: Path) ->
     (model_dir / "config.json").write_text(json.dumps(config))
     text = render_model_card(model_dir)
     assert "which of 3 people" in text and "Park C" in text
+
+
+# --- cards say what the data is -----------------------------------------------------------------
+
+# What may be said of the real KoIn photos only.
+REAL_PEOPLE_CLAIMS = [
+    "Every image shows a real, identifiable person",
+    "photos collected from social networks",
+    "collected from social networks",
+    "This model identifies real, living people",
+    "Korean celebrity photos",
+    "academic research only",
+    "koin-academic-use",
+]
+
+
+def front_matter(text: str) -> dict:
+    return yaml.safe_load(text.split("---\n", 2)[1])
+
+
+def first_paragraph_after_title(text: str) -> str:
+    body = text.split("---\n", 2)[2].strip()
+    title, rest = body.split("\n\n", 1)
+    assert title.startswith("# ")
+    return rest.split("\n\n", 1)[0]
+
+
+def test_generator_licence_is_the_project_licence() -> None:
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    assert project["license"]["text"] == GENERATOR_LICENSE_NAME
+    assert GENERATOR_LICENSE_NAME.lower() == GENERATOR_LICENSE
+
+
+def test_dataset_card_of_koin_synth_data_says_synthetic(tmp_path: Path) -> None:
+    """koin synth -> koin prepare: the marker travels into the report and the card."""
+    raw = generate_synthetic_koin(tmp_path / "raw", num_classes=2, progress=False,
+                                  train_per_class=2, test_per_class=1, hard_per_class=1,
+                                  group_per_class=0)  # fmt: skip
+    report = prepare_koin(raw, tmp_path / "prepared", verbose=False)
+    assert report["synthetic"]["generator"] == "koin-hf synth" and report["synthetic"]["seed"] == 0
+    text = (tmp_path / "prepared" / "README.md").read_text()
+
+    header = front_matter(text)
+    assert header["license"] == "apache-2.0"
+    assert "license_name" not in header and "license_link" not in header
+    assert {"synthetic", "synthetic-data"} <= set(header["tags"])
+    assert "celebrities" not in header["tags"]
+    assert header["pretty_name"].startswith("Synthetic KoIn")
+    assert sorted(c["config_name"] for c in header["configs"]) == ["hard", "normal"]  # loadable
+    assert first_paragraph_after_title(text).startswith("> **Synthetic data.** Every image here")
+    assert "Licence: Apache-2.0 (koin-hf's own), not KoIn's terms." in text
+    assert [claim for claim in REAL_PEOPLE_CLAIMS if claim in text] == []
+    assert DatasetCard.load(tmp_path / "prepared" / "README.md").data.license == "apache-2.0"
+    assert render_dataset_card(tmp_path / "prepared") == text  # re-rendered in place: the same
+
+
+def test_dataset_card_of_real_koin_keeps_the_ethics_and_the_authors_terms(tmp_path: Path) -> None:
+    report = {**_report(["a", "b"]), "synthetic": None}  # what prepare writes for real data
+    text = render_dataset_card(tmp_path, CONFIGS_YAML, report)
+    header = front_matter(text)
+    assert (header["license"], header["license_name"]) == ("other", "koin-academic-use")
+    assert "synthetic" not in header["tags"] and "Synthetic" not in text
+    assert "## Personal data\n\nEvery image shows a real, identifiable person." in text
+    assert (
+        "## Licence and terms\n\nKoIn is released by its authors for **academic research only**"
+        in text
+    )
+
+
+def test_model_card_of_a_synthetic_run_says_synthetic_and_claims_no_real_people(
+    tmp_path: Path,
+) -> None:
+    prepared = tmp_path / "synthetic-prepared"  # a local folder whose report says synthetic
+    prepared.mkdir()
+    (prepared / "prepare_report.json").write_text(json.dumps({"synthetic": {"seed": 3}}))
+    for dataset in (SYNTHETIC_DATASET, str(prepared)):
+        training = replace(TRAINING, dataset=dataset)
+        text = render_model_card(write_model_dir(tmp_path / "m", ["a", "b"], training, RESULTS))
+        header = front_matter(text)
+        assert header["license"] == "apache-2.0" and "license_name" not in header, dataset
+        assert {"synthetic", "synthetic-data"} <= set(header["tags"])
+        assert (
+            header["model-index"][0]["results"][0]["dataset"]["name"] == "Synthetic KoIn (normal)"
+        )
+        banner = first_paragraph_after_title(text)
+        assert banner.startswith("> **Trained on synthetic stand-in data.**")
+        assert "koin-hf's licence (Apache-2.0), not KoIn's terms" in banner.replace("\n> ", " ")
+        assert "## Risks and licence" in text and "No real person's face or name" in text
+        assert [claim for claim in REAL_PEOPLE_CLAIMS if claim in text] == [], dataset
+
+
+def test_model_card_of_a_real_run_keeps_the_ethics_and_the_authors_terms(tmp_path: Path) -> None:
+    text = render_model_card(write_model_dir(tmp_path / "m", ["a", "b"], TRAINING, RESULTS))
+    header = front_matter(text)
+    assert (header["license"], header["license_name"]) == ("other", "koin-academic-use")
+    assert "synthetic" not in header["tags"] and "synthetic" not in text.lower()
+    assert (
+        "## Risks: recognising real people's faces\n\nThis model identifies real, living people"
+        in text
+    )
+    assert "The KoIn dataset is released by its authors for academic research\n  only" in text
+    assert first_paragraph_after_title(text).startswith(
+        "An image classifier that names which of 2 people"
+    )

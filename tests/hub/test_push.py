@@ -24,6 +24,7 @@ from records import LORA_VIT_RUN
 
 from koin_hf.errors import KoinError
 from koin_hf.hub.dataset_card import write_dataset_card
+from koin_hf.hub.model_card import render_model_card
 from koin_hf.hub.push import push_dataset, push_model
 from koin_hf.models.loading import load_model_and_processor
 
@@ -300,6 +301,14 @@ def test_push_checks_its_inputs_before_any_network_call(tmp_path: Path) -> None:
     (tmp_path / "m" / "config.json").write_text("{}")
     with pytest.raises(KoinError, match="no model weights"):
         push_model(tmp_path / "m", "user/x")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "m" / "config.json").write_text(json.dumps({"token": TEST_TOKEN}))
+    with pytest.raises(KoinError) as raised:
+        push_model(tmp_path / "m", "user/x", token=TEST_TOKEN, dry_run=True)
+    assert str(raised.value) == (
+        f"{tmp_path / 'm' / 'config.json'} would not be uploaded (contains the Hub token in use); "
+        "nothing was pushed"
+    )
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "README.md").write_text("# no yaml\n")
     with pytest.raises(KoinError, match="no YAML `configs:`"):
@@ -311,3 +320,135 @@ def test_push_checks_its_inputs_before_any_network_call(tmp_path: Path) -> None:
         push_dataset(tmp_path / "d", "user/koin")
     with pytest.raises(KoinError, match="not a valid Hub id"):
         push_dataset(tmp_path / "d", "user/bad name")
+
+
+# --- what a push uploads ------------------------------------------------------------------------
+
+
+def add_unpublishable_files(folder: Path, outside: Path) -> None:
+    """Credentials, the token, a checkpoint, links: everything a push must leave out or refuse."""
+    (folder / "hf_token.txt").write_text(TEST_TOKEN)
+    (folder / "credentials.json").write_text(json.dumps({"token": TEST_TOKEN}))
+    (folder / "token").write_text(TEST_TOKEN)
+    (folder / "id_rsa").write_text("-----BEGIN OPENSSH PRIVATE KEY-----")
+    (folder / ".huggingface").mkdir()
+    (folder / ".huggingface" / "token").write_text(TEST_TOKEN)
+    (folder / "notes.md").write_text(f"pushed with {TEST_TOKEN}\n")  # an innocent name
+    (folder / "checkpoint-2").mkdir()
+    (folder / "checkpoint-2" / "optimizer.pt").write_bytes(b"state")
+    (folder / "labels.json").symlink_to(folder / "config.json")  # inside: followed
+
+
+EXCLUDED_LINES = [
+    "Not uploaded (7):",
+    "  .huggingface/: credential folder, 1 file",
+    "  checkpoint-2/: Trainer checkpoint folder, 1 file",
+    "  credentials.json: credential-like name",
+    "  hf_token.txt: credential-like name",
+    "  id_rsa: credential-like name",
+    "  notes.md: contains the Hub token in use",
+    "  token: credential-like name",
+]
+
+
+@pytest.mark.parametrize("token_from", ["HF_TOKEN", "--token"])
+def test_push_uploads_only_regular_files_inside_and_names_what_it_leaves_out(
+    token_from: str, hub: HubServer, model_dir: Path, tmp_path: Path
+) -> None:
+    expected = set(snapshot(model_dir)) | {"README.md", "labels.json"}
+    add_unpublishable_files(model_dir, tmp_path)
+    env = hub.client_env(tmp_path / "home", token=TEST_TOKEN if token_from == "HF_TOKEN" else None)
+    extra = ["--token", TEST_TOKEN] if token_from == "--token" else []
+    repo_id = f"{TEST_USER}/koin-clean"
+
+    pushed = koin(["push", str(model_dir), "--repo_id", repo_id, *extra], env)
+
+    assert pushed.returncode == 0, pushed.stderr
+    head = hub.state.repos[("model", repo_id)].branches["main"]
+    assert pushed.stdout.splitlines() == [
+        *EXCLUDED_LINES,
+        f"Pushed {model_dir} to {hub.url}/{repo_id}",
+        f"commit {head}",
+    ]
+    remote = hub.repo_files(repo_id)
+    assert set(remote) == expected | {".gitattributes"}  # the Hub writes that one at creation
+    assert remote["labels.json"] == (model_dir / "config.json").read_bytes()
+    assert not any(TEST_TOKEN.encode() in data for data in remote.values())
+
+
+@pytest.mark.parametrize("command", ["push", "push-dataset"])
+def test_a_link_to_a_file_outside_the_folder_refuses_the_push(
+    command: str, hub: HubServer, model_dir: Path, tmp_path: Path
+) -> None:
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    folder = model_dir
+    if command == "push-dataset":
+        folder = tmp_path / "koin"
+        build_prepared_dataset(folder)
+    (folder / "passwd").symlink_to(secret)
+    before = snapshot(folder)
+
+    result = koin([command, str(folder), "--repo_id", f"{TEST_USER}/x"], hub.client_env(tmp_path))
+
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"koin {command}: error: {folder / 'passwd'} is a symbolic link to {secret}, outside "
+        f"{folder}: refusing to publish (replace the link by a copy of the file if it belongs "
+        "in the repo)"
+    ]
+    assert hub.state.repos == {} and hub.state.requests == []  # refused before any network call
+    assert snapshot(folder) == before
+
+
+def test_dry_run_lists_every_file_with_its_size_and_uploads_nothing(
+    hub: HubServer, model_dir: Path, tmp_path: Path
+) -> None:
+    add_unpublishable_files(model_dir, tmp_path)
+    before = snapshot(model_dir)
+    repo_id = f"{TEST_USER}/koin-dry"
+    env = hub.client_env(tmp_path / "home", token=None)  # a dry run needs no token
+    env["HF_TOKEN"] = TEST_TOKEN  # ... but the one in use is still looked for in the files
+
+    result = koin(["push", str(model_dir), "--repo_id", repo_id, "--dry_run"], env)
+
+    assert result.returncode == 0, result.stderr
+    assert hub.state.repos == {} and hub.state.requests == []
+    assert snapshot(model_dir) == before  # not even the card is written
+    card = render_model_card(model_dir, repo_id=repo_id).encode()
+    left_out = {"hf_token.txt", "credentials.json", "token", "id_rsa", ".huggingface/token",
+                "notes.md", "checkpoint-2/optimizer.pt"}  # fmt: skip
+    files = {name: len(data) for name, data in before.items() if name not in left_out}
+    files["README.md"] = len(card)  # rendered in memory, as the real push would upload it
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        f"Dry run, nothing uploaded: a push of {model_dir} to {repo_id} would upload "
+        f"{len(files)} files ({sum(files.values()):,} bytes):"
+    )
+    assert lines[1 : len(files) + 1] == [
+        f"  {name} ({size:,} bytes{', generated by koin-hf' if name == 'README.md' else ''})"
+        for name, size in sorted(files.items())
+    ]
+    assert lines[len(files) + 1 :] == EXCLUDED_LINES
+
+
+def test_dataset_dry_run_and_push_leave_out_the_same_files(hub: HubServer, tmp_path: Path) -> None:
+    data_dir = tmp_path / "koin"
+    build_prepared_dataset(data_dir)
+    (data_dir / ".env").write_text(f"HF_TOKEN={TEST_TOKEN}\n")
+    (data_dir / "log.txt").write_text(f"token={TEST_TOKEN}\n")
+    env = hub.client_env(tmp_path / "home")
+    repo_id = f"{TEST_USER}/koin-data"
+
+    dry = koin(["push-dataset", str(data_dir), "--repo_id", repo_id, "--dry-run"], env)
+    assert dry.returncode == 0 and hub.state.repos == {}, dry.stderr
+    listed = [line.split(" (")[0].strip() for line in dry.stdout.splitlines()[1:]]
+    excluded = ["  .env: credential-like name", "  log.txt: contains the Hub token in use"]
+    assert dry.stdout.splitlines()[-3:] == ["Not uploaded (2):", *excluded]
+
+    pushed = koin(["push-dataset", str(data_dir), "--repo_id", repo_id], env)
+    assert pushed.returncode == 0, pushed.stderr
+    assert pushed.stdout.splitlines()[:3] == ["Not uploaded (2):", *excluded]
+    remote = hub.repo_files(repo_id, repo_type="dataset")
+    assert sorted(remote) == sorted([*listed[: listed.index("Not uploaded")], ".gitattributes"])
+    assert not any(TEST_TOKEN.encode() in data for data in remote.values())

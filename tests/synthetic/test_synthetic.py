@@ -76,7 +76,7 @@ def test_writes_the_raw_koin_layout_with_counts_and_classes_csv(learn_dir: Path)
             files = sorted((learn_dir / folder / class_dir).iterdir())
             assert len(files) == count and all(f.suffix == ".jpg" for f in files)
     top = sorted(p.name for p in learn_dir.iterdir())
-    assert top == ["Group_cases", "classes.csv", "hard_cases", "normal_cases"]
+    assert top == ["Group_cases", "SYNTHETIC.json", "classes.csv", "hard_cases", "normal_cases"]
     # Real JPEGs whose sizes vary per photo (portrait singles, landscape groups).
     sizes = set()
     for path in sorted((learn_dir / "normal_cases/train/0000").iterdir())[:10]:
@@ -100,7 +100,7 @@ def test_same_seed_same_bytes_whatever_the_thread_count(tmp_path: Path):
         tmp_path / "c", num_classes=3, seed=6, workers=1, progress=False, **TINY
     )
     files_a, files_b, files_c = _files(a), _files(b), _files(c)
-    assert len(files_a) == 1 + 3 * 5
+    assert len(files_a) == 2 + 3 * 5  # classes.csv, SYNTHETIC.json, 5 photos per class
     assert files_a == files_b
     assert files_a.keys() == files_c.keys()
     assert all(files_a[k] != files_c[k] for k in files_a)  # another seed: other people, photos
@@ -145,7 +145,11 @@ def test_refuses_non_empty_output_and_bad_arguments(tmp_path: Path):
         hard_per_class=0,
         group_per_class=0,
     )
-    assert sorted(p.name for p in out.iterdir()) == ["classes.csv", "normal_cases"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "SYNTHETIC.json",
+        "classes.csv",
+        "normal_cases",
+    ]
 
 
 def test_image_size_options():

@@ -255,7 +255,7 @@ print(json.dumps(classifier(Image.open(sys.argv[2]), top_k=3)))
 
 
 def test_push_to_hub_uploads_the_merged_lora_model_with_its_card(prepared, tmp_path, hub):
-    """train.py --push_to_hub goes through Trainer's own push, to a real HTTP Hub server."""
+    """train.py --push_to_hub goes through koin push's function, to a real HTTP Hub server."""
     from hub_server import TEST_USER
 
     repo_id = f"{TEST_USER}/koin-vit-lora"

@@ -85,8 +85,8 @@ def pixel_budget(max_megapixels: float | None = None) -> float:
 
 def _too_large(declared: str, megapixels: float, budget: float) -> ImageTooLarge:
     return ImageTooLarge(
-        f"image too large: {declared} is {megapixels:.1f} megapixels, over the budget of "
-        f"{budget:g} (raise it with --max_megapixels or ${MAX_MEGAPIXELS_ENV})"
+        f"image too large: {declared} ({megapixels:.1f} megapixels), over the budget of "
+        f"{budget:g} megapixels (raise it with --max_megapixels or ${MAX_MEGAPIXELS_ENV})"
     )
 
 
@@ -117,7 +117,7 @@ def _bomb_reason(err: Exception, budget: float) -> ImageTooLarge:
     if match is None:
         return ImageTooLarge(f"image too large ({err})")
     pixels = int(match.group(1))
-    return _too_large(f"{pixels} pixels", pixels / 1_000_000, budget)
+    return _too_large(f"{pixels:,} pixels", pixels / 1_000_000, budget)
 
 
 def skip_reason_for_name(path: Path) -> str | None:

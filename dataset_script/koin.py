@@ -187,7 +187,10 @@ def _check_csv_row(mapping_file: Path, start: int, end: int, row: list[str]) -> 
             )
         for char in cell:
             if char == "\x00":
-                raise KoinError(f"{mapping_file} line {start} contains a NUL byte")
+                raise KoinError(
+                    f"{mapping_file} line {start} contains a NUL byte; "
+                    "ids and names must be plain text"
+                )
             if unicodedata.category(char) == "Cc":
                 raise KoinError(
                     f"{mapping_file} line {start} contains the control character "

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
+
+# Linux keeps a process's peak RSS across exec, and a child starts out with its parent's pages:
+# a command spawned straight from a test process that holds torch (~1 GB) would report at least
+# that. A small launcher process spawns the command instead, so the number is the command's own
+# (plus the launcher's ~15 MB at the moment it forks).
+_LAUNCHER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(child.pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
 
 
 def run_measured(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str, float]:
@@ -14,13 +26,14 @@ def run_measured(argv: list[str], env: dict[str, str] | None = None) -> tuple[in
     not an estimate from inside it.
     """
     with tempfile.TemporaryFile() as err:
-        child = subprocess.Popen(
-            argv,
-            stdout=subprocess.DEVNULL,
+        launcher = subprocess.run(
+            [sys.executable, "-c", _LAUNCHER, *argv],
+            stdout=subprocess.PIPE,
             stderr=err,
             env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+            text=True,
+            check=True,
         )
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
-        return child.returncode, err.read().decode("utf-8", "replace"), usage.ru_maxrss / 1024
+        code, peak_kb = (int(field) for field in launcher.stdout.split())
+        return code, err.read().decode("utf-8", "replace"), peak_kb / 1024

@@ -25,14 +25,16 @@ MAX_DOWNLOAD_BYTES = 100 * 1024 * 1024
 
 
 def _download(url: str) -> bytes:
-    """The bytes at `url`, streamed and capped at MAX_DOWNLOAD_BYTES."""
-    import httpx
+    """The bytes at `url`, streamed and capped at MAX_DOWNLOAD_BYTES (standard library only)."""
+    import urllib.error
+    import urllib.request
 
+    if not url.lower().startswith(("http://", "https://")):
+        raise KoinError(f"image {url!r}: only http:// and https:// addresses are read.")
     chunks, size = [], 0
     try:
-        with httpx.stream("GET", url, timeout=30, follow_redirects=True) as response:
-            response.raise_for_status()
-            for chunk in response.iter_bytes():
+        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - scheme checked
+            while chunk := response.read(1 << 20):
                 size += len(chunk)
                 if size > MAX_DOWNLOAD_BYTES:
                     raise KoinError(
@@ -40,7 +42,9 @@ def _download(url: str) -> bytes:
                         "download it and check it first."
                     )
                 chunks.append(chunk)
-    except httpx.HTTPError as err:
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        if isinstance(err, KoinError):
+            raise
         raise KoinError(f"cannot download image {url!r}: {err}") from err
     return b"".join(chunks)
 

@@ -284,3 +284,22 @@ def test_predict_is_the_pipeline_on_an_image_decoded_by_koin_hf(prepared, classi
     files, _, _ = prepared
     image = decode_for_model(str(files["rgba.png"]), model_decode_side(classifier.image_processor))
     assert classifier(image, top_k=3) == predict(model_dir, [files["rgba.png"]], device="cpu")[0]
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_koin_evaluate_refuses_an_image_over_the_budget_in_one_line(
+    prepared, model_dir, tmp_path, capsys, workers
+):
+    _, _, folder = prepared
+    argv = ["evaluate", str(model_dir), "--dataset", str(folder), "--configs", "normal"]
+    argv += ["--output_dir", str(tmp_path / "report"), "--no_plots", "--num_workers", workers]
+    assert main([*argv, "--max_megapixels", "0.05"]) == 2
+    err = capsys.readouterr().err  # after progress bars: the one error line, no traceback
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        "koin evaluate: error: normal: image 'normal_cases/test/0000/cmyk.jpg' cannot be decoded: "
+        "image too large: 295x256 pixels (0.1 megapixels), over the budget of 0.05 megapixels "
+        "(raise it with --max_megapixels or $KOIN_MAX_MEGAPIXELS)"
+    )
+    assert main(argv) == 0  # the default budget (64 megapixels) takes them all
+    assert "normal" in capsys.readouterr().out

@@ -122,10 +122,14 @@ def claim_folder(path: str | os.PathLike, what: str = "koin prepare") -> Iterato
     """Hold the lock of output folder `path` while the block runs; yields the lock file's path.
 
     `what` names the run in the message another run gets. Raises KoinError, at once, when a
-    live run holds the folder. The parent folder must exist. The lock is removed on exit, even
-    after an error, and only if it is still ours.
+    live run holds the folder. The parent folder is created when missing (the folder itself is
+    left alone). The lock is removed on exit, even after an error, and only if it is still ours.
     """
     lock = lock_path(path)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise KoinError(f"cannot create the folder {lock.parent} ({err.strerror or err})") from err
     record = _record(what)
     for _attempt in range(5):
         if _create(lock, record):

@@ -49,6 +49,15 @@ def test_a_second_claim_is_refused_at_once_naming_the_holder_and_the_lock(tmp_pa
     assert not lock_path(out).exists()  # released by the first claim, not by the refused one
 
 
+def test_a_missing_parent_is_created_and_an_unwritable_one_is_one_sentence(tmp_path):
+    with claim_folder(tmp_path / "runs" / "vit", "train.py") as lock:
+        assert lock == tmp_path / "runs" / ".vit.lock"
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(KoinError, match=f"cannot create the folder {blocker}"):
+        _claim(blocker / "out")
+
+
 def test_the_lock_is_released_when_the_run_fails(tmp_path):
     with pytest.raises(RuntimeError), claim_folder(tmp_path / "koin"):
         raise RuntimeError("the run failed")

@@ -19,6 +19,7 @@ import csv
 import json
 import logging
 import os
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,8 @@ class KoinBuilderConfig(datasets.BuilderConfig):
     original size). Models train at 224, so 256 keeps the detail they can use while making every
     later decode ~20x cheaper than a phone photo's.
     jpeg_quality: quality of re-encoded images (small upright RGB JPEGs are stored as they are).
+    max_megapixels: images whose header declares more pixels are skipped with the reason, never
+    decoded (None: $KOIN_MAX_MEGAPIXELS, else 64; see koin_hf.data.images.pixel_budget).
     skip_log_dir: where skipped files and warnings are recorded (JSON lines, one file per
     process, since decoding may run in num_proc workers) for the prepare report.
     extract_dir: where a zipped data_dir is extracted (default ~/.cache/koin_hf/extracted).
@@ -78,6 +81,7 @@ class KoinBuilderConfig(datasets.BuilderConfig):
 
     image_size: int | None = DEFAULT_IMAGE_SIZE
     jpeg_quality: int = 95
+    max_megapixels: float | None = None
     skip_log_dir: str | None = None
     extract_dir: str | None = None
     case: str = field(default="normal")
@@ -172,42 +176,80 @@ def _same_id(csv_id: str, class_ids: set[str]) -> str | None:
     return None
 
 
+def _check_csv_row(mapping_file: Path, start: int, end: int, row: list[str]) -> None:
+    """Refuse what would silently corrupt the label names: a quoted field that swallowed the
+    following lines (an unclosed quote), a NUL byte or another control character."""
+    for cell in row:
+        if "\n" in cell or "\r" in cell:
+            raise KoinError(
+                f"{mapping_file} line {start}: a quoted field runs from here to line {end}; "
+                "is a closing quote missing?"
+            )
+        for char in cell:
+            if char == "\x00":
+                raise KoinError(
+                    f"{mapping_file} line {start} contains a NUL byte; "
+                    "ids and names must be plain text"
+                )
+            if unicodedata.category(char) == "Cc":
+                raise KoinError(
+                    f"{mapping_file} line {start} contains the control character "
+                    f"U+{ord(char):04X}; ids and names must be plain text"
+                )
+
+
+def _csv_rows(mapping_file: Path) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, cells) of every non-blank row, each checked by _check_csv_row."""
+    start = 1
+    with open(mapping_file, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        try:
+            for row in reader:
+                _check_csv_row(mapping_file, start, reader.line_num, row)
+                if any(cell.strip() for cell in row):
+                    yield start, row
+                start = reader.line_num + 1
+        except csv.Error as err:
+            hint = "; is a closing quote missing?" if "field limit" in str(err) else ""
+            raise KoinError(f"{mapping_file} line {start} is not valid CSV ({err}){hint}") from err
+
+
 def read_class_names(mapping_file: Path | None, class_ids: list[str]) -> list[str]:
     """Label names in class-id order: from classes.csv (id,name) when given, else the ids.
 
     The file is UTF-8 CSV (a BOM is fine) with a header line naming the columns `id` and `name`;
-    other columns are ignored, fields may be quoted, and every class folder needs a name.
+    other columns are ignored, fields may be quoted, and every class folder needs a name. A NUL
+    byte, a control character or an unclosed quote is an error naming the line.
     """
     if mapping_file is None:
         return [printable(class_id) for class_id in class_ids]
     known = set(class_ids)
     mapping: dict[str, str] = {}
+    header: list[str] | None = None
     try:
-        with open(mapping_file, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            fields = [(name or "").strip().lower() for name in (reader.fieldnames or [])]
-            if not {"id", "name"} <= set(fields):
-                raise KoinError(
-                    f"{mapping_file} must start with a header line naming the columns id and name"
-                )
-            reader.fieldnames = fields
-            for row in reader:
-                csv_id = (row.get("id") or "").strip()
-                name = (row.get("name") or "").strip()
-                if not csv_id and not name:
-                    continue
-                class_id = _same_id(csv_id, known) or csv_id
-                if class_id in mapping and mapping[class_id] != name:
-                    raise KoinError(
-                        f"{mapping_file} line {reader.line_num} names class {csv_id!r} a second time"
-                    )
-                mapping[class_id] = name
+        for line, row in _csv_rows(mapping_file):
+            if header is None:
+                header = [cell.strip().lower() for cell in row]
+                if not {"id", "name"} <= set(header):
+                    break
+                continue
+            cells = dict(zip(header, row, strict=False))
+            csv_id = (cells.get("id") or "").strip()
+            name = (cells.get("name") or "").strip()
+            if not csv_id and not name:
+                continue
+            class_id = _same_id(csv_id, known) or csv_id
+            if class_id in mapping and mapping[class_id] != name:
+                raise KoinError(f"{mapping_file} line {line} names class {csv_id!r} a second time")
+            mapping[class_id] = name
     except UnicodeDecodeError as err:
         raise KoinError(
             f"{mapping_file} is not UTF-8 text; save it as UTF-8 CSV (byte {err.start})"
         ) from err
-    except csv.Error as err:
-        raise KoinError(f"{mapping_file} is not valid CSV ({err})") from err
+    if header is None or not {"id", "name"} <= set(header):
+        raise KoinError(
+            f"{mapping_file} must start with a header line naming the columns id and name"
+        )
     missing = [class_id for class_id in class_ids if not mapping.get(class_id)]
     if missing:
         raise KoinError(f"{mapping_file} has no name for class folder(s) {', '.join(missing[:10])}")
@@ -413,7 +455,10 @@ class Koin(datasets.GeneratorBasedBuilder):
         for relative, class_id in files:
             try:
                 image_bytes = image_bytes_for_dataset(
-                    self.raw_root / relative, self.config.image_size, self.config.jpeg_quality
+                    self.raw_root / relative,
+                    self.config.image_size,
+                    self.config.jpeg_quality,
+                    max_megapixels=self.config.max_megapixels,
                 )
             except UnusableImage as err:
                 self._skip(self.raw_root / relative, str(err))

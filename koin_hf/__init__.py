@@ -56,16 +56,25 @@ def synthesize(
 
 
 def prepare(
-    raw: str | Path, out_dir: str | Path, *, image_size: int = 256, num_proc: int | None = None
+    raw: str | Path,
+    out_dir: str | Path,
+    *,
+    image_size: int = 256,
+    num_proc: int | None = None,
+    max_megapixels: float | None = None,
 ) -> Path:
     """Turn a raw KoIn folder or .zip into a script-free Hub dataset folder; return the folder.
 
     `image_size` caps each stored image's shorter side (0 keeps the originals); `num_proc`
-    decodes in that many processes. Skipped files are listed in `prepare_report.json`.
+    decodes in that many processes; an image whose header declares more than `max_megapixels`
+    (default $KOIN_MAX_MEGAPIXELS, else 64) is skipped. Skipped files are listed, with their
+    reasons, in `prepare_report.json`.
     """
     from koin_hf.data.prepare import prepare_koin
 
-    prepare_koin(raw, out_dir, image_size=image_size, num_proc=num_proc)
+    prepare_koin(
+        raw, out_dir, image_size=image_size, num_proc=num_proc, max_megapixels=max_megapixels
+    )
     return Path(out_dir)
 
 
@@ -138,13 +147,22 @@ def evaluate(
 
 
 def predict(
-    model: str | Path, images: Sequence[str | Path], *, top_k: int = 3, device: Any = None
+    model: str | Path,
+    images: Sequence[str | Path],
+    *,
+    top_k: int = 3,
+    device: Any = None,
+    max_megapixels: float | None = None,
 ) -> list[list[dict]]:
-    """For each image, the model's top-k `{"label": name, "score": p}`, as pipeline() gives them."""
+    """For each image, the model's top-k `{"label": name, "score": p}`, as pipeline() gives them.
+
+    Files are decoded by koin-hf's decoder; one whose header declares more than `max_megapixels`
+    (default $KOIN_MAX_MEGAPIXELS, else 64) is refused before the model loads.
+    """
     configure_process()
     from koin_hf.evaluation.predict import predict as predict_images
 
-    return predict_images(model, images, top_k=top_k, device=device)
+    return predict_images(model, images, top_k=top_k, device=device, max_megapixels=max_megapixels)
 
 
 def push_model(model_dir: str | Path, repo_id: str, **options: Any) -> PushResult:

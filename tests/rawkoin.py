@@ -157,3 +157,31 @@ def png16_rgb(array16: np.ndarray) -> bytes:
     height, width = array16.shape[:2]
     rows = b"".join(b"\x00" + array16[y].astype(">u2").tobytes() for y in range(height))
     return png_bytes(width, height, 16, 2, rows)
+
+
+def bomb_png(width: int = 20_000, height: int = 20_000) -> bytes:
+    """A complete, valid 8-bit greyscale PNG of `width` x `height` black pixels: zlib squeezes
+    the zero rows ~1000:1, so 400 megapixels fit in ~400 KB (a decompression bomb)."""
+    row = bytes(width + 1)  # filter byte 0 + one zero byte per pixel
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A small real JPEG whose frame header (SOF0) is edited to claim `width` x `height`."""
+    data = bytearray(jpeg_bytes(Image.new("RGB", (16, 16), (90, 90, 90))))
+    sof = data.find(b"\xff\xc0")
+    assert sof > 0, "baseline JPEG expected"
+    # SOF0: marker, length (2), precision (1), height (2), width (2)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)

@@ -27,6 +27,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
             "koin_hf.flags",
             "koin_hf.run_record",
             "koin_hf.runtime",
+            "koin_hf.folder_lock",
         ),
     ),
     ("hub", ("koin_hf.hub",)),

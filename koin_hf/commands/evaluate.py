@@ -6,6 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
+from koin_hf.data.images import MAX_MEGAPIXELS_HELP, pixel_budget
 from koin_hf.dataset_script.koin import CONFIG_NAMES
 from koin_hf.errors import KoinError
 from koin_hf.hub.cards import is_hub_id
@@ -62,6 +63,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--device", default=None, help="torch device (default: cuda when available, else cpu)"
     )
     parser.add_argument("--no_plots", dest="plots", action="store_false", help="skip the PNG plots")
+    parser.add_argument("--max_megapixels", type=float, default=None, help=MAX_MEGAPIXELS_HELP)
 
 
 def _default_output_dir(model: str) -> Path:
@@ -85,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if args.prompt_template and not args.zero_shot:
         raise KoinError("--prompt_template only applies with --zero_shot.")
     _check_model(args.model)
+    pixel_budget(args.max_megapixels)
     output_dir = args.output_dir or _default_output_dir(args.model)
     if args.dataset:
         dataset = args.dataset
@@ -106,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         plots=args.plots,
         num_workers=args.num_workers,
+        max_megapixels=args.max_megapixels,
     )
     print(f"\n{'test set':<10} {'images':>7} {'top-1':>8} {'top-3':>8}")
     for config, metrics in results["configs"].items():

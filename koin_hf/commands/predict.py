@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from koin_hf.data.images import MAX_MEGAPIXELS_HELP
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a koin-hf output dir, a Hub id, or any image classifier")
@@ -12,12 +14,19 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default=None, help="torch device (default: cuda when available, else cpu)"
     )
+    parser.add_argument("--max_megapixels", type=float, default=None, help=MAX_MEGAPIXELS_HELP)
 
 
 def run(args: argparse.Namespace) -> int:
     from koin_hf.evaluation.predict import predict
 
-    predictions = predict(args.model, args.images, top_k=args.top_k, device=args.device)
+    predictions = predict(
+        args.model,
+        args.images,
+        top_k=args.top_k,
+        device=args.device,
+        max_megapixels=args.max_megapixels,
+    )
     for path, ranked in zip(args.images, predictions, strict=True):
         print(path)
         for rank, prediction in enumerate(ranked, start=1):

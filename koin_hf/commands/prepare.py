@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from koin_hf.data.images import MAX_MEGAPIXELS_HELP
 from koin_hf.dataset_script.koin import DEFAULT_IMAGE_SIZE
 
 
@@ -22,10 +23,22 @@ def register(parser: argparse.ArgumentParser) -> None:
         f"(default {DEFAULT_IMAGE_SIZE}: models train at 224, smaller files decode much faster)",
     )
     parser.add_argument("--num_proc", type=int, default=None, help="processes for decoding")
+    parser.add_argument(
+        "--max_megapixels",
+        type=float,
+        default=None,
+        help=MAX_MEGAPIXELS_HELP + "; such images are skipped and listed with the reason",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from koin_hf.data.prepare import prepare_koin
 
-    prepare_koin(args.raw_dir, args.out_dir, image_size=args.image_size, num_proc=args.num_proc)
+    prepare_koin(
+        args.raw_dir,
+        args.out_dir,
+        image_size=args.image_size,
+        num_proc=args.num_proc,
+        max_megapixels=args.max_megapixels,
+    )
     return 0

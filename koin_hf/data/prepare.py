@@ -3,8 +3,9 @@
 The KoIn builder (dataset_script/koin.py) does the reading and decoding; this module runs it for
 each configuration and exports what it built as parquet shards plus a README.md whose YAML
 `configs:` make `load_dataset(OUT_DIR, "hard")` work with datasets >= 4, locally or once pushed.
-The export is written to a sibling temp folder and renamed into place at the end, so a failed
-or interrupted run never leaves a half-written dataset behind.
+The export is written to a sibling folder and renamed into place at the end, so a failed or
+interrupted run never leaves a half-written dataset behind; the output folder is claimed
+(koin_hf.folder_lock) for the whole run, so a second `koin prepare` into it is refused at once.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from datasets.exceptions import DatasetGenerationError
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCardData
 
+from koin_hf.data.images import pixel_budget
 from koin_hf.dataset_script.koin import (
     CONFIG_NAMES,
     DEFAULT_IMAGE_SIZE,
@@ -40,6 +42,7 @@ from koin_hf.dataset_script.koin import (
     read_class_names,
 )
 from koin_hf.errors import KoinError
+from koin_hf.folder_lock import claim_folder, staging_folder_beside
 from koin_hf.hub.dataset_card import render_dataset_card
 from koin_hf.hub.provenance import REPORT_KEY, read_synthetic_marker
 
@@ -54,6 +57,23 @@ def _check_output_dir(out_dir: Path) -> None:
         raise KoinError(f"output path {out_dir} exists and is not a folder; choose a new folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         raise KoinError(f"output folder {out_dir} is not empty; choose a new or empty folder")
+
+
+def _check_not_nested(raw_dir: Path, out_dir: Path) -> None:
+    """The output inside the raw tree would be read as raw data by the next prepare (and by
+    this one's listing); the raw tree inside the output would be replaced by the dataset."""
+    raw = raw_dir.resolve()
+    out = out_dir.resolve()
+    if out == raw or out.is_relative_to(raw):
+        raise KoinError(
+            f"output folder {out_dir} is inside the raw KoIn folder {raw_dir}; "
+            "choose an output folder outside it"
+        )
+    if raw.is_relative_to(out):
+        raise KoinError(
+            f"the raw KoIn path {raw_dir} is inside the output folder {out_dir}; "
+            "choose an output folder that does not contain it"
+        )
 
 
 def _check_options(image_size: int | None, num_proc: int | None) -> None:
@@ -154,32 +174,59 @@ def prepare_koin(
     image_size: int | None = DEFAULT_IMAGE_SIZE,
     num_proc: int | None = None,
     verbose: bool = True,
+    max_megapixels: float | None = None,
 ) -> dict[str, Any]:
     """Convert a raw KoIn folder or zip into a prepared dataset folder; return the report.
 
     image_size: shorter side, in pixels, that stored images are reduced to (None or 0 keeps them).
     num_proc: processes that decode images (datasets' `num_proc`); None decodes in this one.
     verbose: progress bars while building and the summary at the end (False: silent).
+    max_megapixels: images whose header declares more pixels are skipped, with the reason, before
+    they are decoded (default $KOIN_MAX_MEGAPIXELS, else 64).
     Raises KoinError, naming the path at fault, for every layout or input problem it detects
-    before writing anything.
+    before writing anything, and when another run is writing the same output folder.
     """
     _check_options(image_size, num_proc)
+    max_megapixels = pixel_budget(max_megapixels)
     image_size = image_size or None  # 0 means "keep the original size", like the CLI flag
+    raw_path = Path(raw_dir).expanduser()
     out_dir = Path(out_dir).expanduser()
+    if raw_path.exists():  # a missing raw path gets its own message from locate_raw
+        _check_not_nested(raw_path, out_dir)
     _check_output_dir(out_dir)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     except OSError as err:
         raise KoinError(f"cannot create output folder {out_dir} ({err.strerror or err})") from err
+    with claim_folder(out_dir, "koin prepare"):
+        _check_output_dir(out_dir)  # again, now that no other prepare can be writing it
+        report = _prepare_claimed(raw_path, out_dir, image_size, num_proc, verbose, max_megapixels)
+    if verbose:
+        print(format_report(report, out_dir))
+    return report
+
+
+def _prepare_claimed(
+    raw_dir: Path,
+    out_dir: Path,
+    image_size: int | None,
+    num_proc: int | None,
+    verbose: bool,
+    max_megapixels: float,
+) -> dict[str, Any]:
+    """The conversion itself, run while the output folder is claimed."""
+    staging = staging_folder_beside(out_dir)
+    # Scratch space (builder cache, logs, an extracted zip) stays private and is removed.
     work = Path(tempfile.mkdtemp(prefix="koin-prepare-"))
     try:
         location = locate_raw(raw_dir, work / "extracted")
         report = _preflight(location)
         with contextlib.nullcontext() if verbose else _quiet_datasets_progress():
-            _build_all_configs(report, location, staging, work, image_size, num_proc, verbose)
+            _build_all_configs(
+                report, location, staging, work, image_size, num_proc, max_megapixels
+            )
         # Only the name: the report is published with the dataset, a home path is nobody's business.
-        report["source"] = printable(Path(raw_dir).expanduser().resolve().name)
+        report["source"] = printable(raw_dir.resolve().name)
         report_text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
         (staging / REPORT_FILE).write_text(report_text, encoding="utf-8", errors="backslashreplace")
         if out_dir.exists():
@@ -188,8 +235,6 @@ def prepare_koin(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
-    if verbose:
-        print(format_report(report, out_dir))
     return report
 
 
@@ -215,14 +260,16 @@ def _build_all_configs(
     work: Path,
     image_size: int | None,
     num_proc: int | None,
-    verbose: bool,
+    max_megapixels: float,
 ) -> None:
     """Build, export and summarise every config present; fills `report` in place."""
     root = location.root
     log_dir = work / "logs"
     configs: dict[str, list[str]] = {}
     infos: dict[str, datasets.DatasetInfo] = {}
-    report.update(configs={}, image_size=image_size, notes=[], empty_splits=[])
+    report.update(
+        configs={}, image_size=image_size, max_megapixels=max_megapixels, notes=[], empty_splits=[]
+    )
     for name in CONFIG_NAMES:
         if not case_split_dirs(root, name):
             report["notes"].append(f"no {name} cases folder: config {name!r} not written")
@@ -231,6 +278,7 @@ def _build_all_configs(
             config_name=name,
             data_dir=str(location.top),
             image_size=image_size,
+            max_megapixels=max_megapixels,
             skip_log_dir=str(log_dir),
             cache_dir=str(work / "cache"),
         )

@@ -19,6 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties, findfont, fontManager
 
+from koin_hf.data.images import decode_rgb
+from koin_hf.data.transforms import image_source, undecoded_images
 from koin_hf.evaluation.scoring import match_labels, top_predictions
 
 GALLERY_SIZE = 12
@@ -156,9 +158,12 @@ def plot_per_class(per_config: Mapping[str, dict], names: list[str], path: Path)
     _save(fig, path)
 
 
-def plot_error_gallery(scored, data, path: Path, size: int = GALLERY_SIZE) -> int:
+def plot_error_gallery(
+    scored, data, path: Path, size: int = GALLERY_SIZE, max_megapixels: float | None = None
+) -> int:
     """The most confident top-1 errors: image, true name, predicted top-3 with scores.
 
+    Images are decoded as scoring decoded them (koin-hf's decoder, the same pixel budget).
     Returns how many errors are shown (0: nothing written).
     """
     order, scores = top_predictions(scored, min(3, len(scored.model_labels)))
@@ -177,12 +182,14 @@ def plot_error_gallery(scored, data, path: Path, size: int = GALLERY_SIZE) -> in
         else (extra[m] if extra[m][0] != "#" else "(other)")
         for m in range(len(scored.model_labels))
     ]
+    stored = undecoded_images(data)
     cols = min(4, len(shown))
     rows = int(np.ceil(len(shown) / cols))
     fig = Figure(figsize=(3.2 * cols, 3.9 * rows))
     for slot, index in enumerate(shown):
         ax = fig.add_subplot(rows, cols, slot + 1)
-        image = data[int(index)]["image"].convert("RGB")
+        value = stored[int(index)]["image"]
+        image = decode_rgb(image_source(value), 256, max_megapixels=max_megapixels)
         image.thumbnail((256, 256))
         ax.imshow(image)
         ax.set_xticks([])
@@ -201,7 +208,11 @@ def plot_error_gallery(scored, data, path: Path, size: int = GALLERY_SIZE) -> in
 
 
 def write_plots(
-    scored: Mapping, test_sets: Mapping, per_config: Mapping[str, dict], output_dir: Path
+    scored: Mapping,
+    test_sets: Mapping,
+    per_config: Mapping[str, dict],
+    output_dir: Path,
+    max_megapixels: float | None = None,
 ) -> dict:
     """All plots for the configs present; returns {"confusion": {config: file}, ...}."""
     figures: dict = {"confusion": {}}
@@ -218,6 +229,7 @@ def write_plots(
         scored[gallery_config],
         test_sets[gallery_config],
         output_dir / f"errors_{gallery_config}.png",
+        max_megapixels=max_megapixels,
     )
     if count:
         figures["gallery"] = f"errors_{gallery_config}.png"

@@ -1,17 +1,67 @@
-"""`koin predict`: the top-k names for a few image files, through `pipeline()`."""
+"""`koin predict`: the top-k names for a few image files, through `pipeline()`.
+
+Files are decoded by koin-hf's decoder (koin_hf.data.images), not by transformers' `load_image`
+(which turns a 16-bit PNG white and puts transparency on black), so a file gets the pixels that
+`koin prepare`, training and `koin evaluate` give it; the decoded PIL images go to
+`pipeline("image-classification")`. Every file's header is checked first (it exists, it is an
+image, it is within the pixel budget), before torch or the model is loaded: a bad file costs a
+moment, not a model load, and a decompression bomb costs no memory.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from PIL import UnidentifiedImageError
-from transformers import pipeline
-from transformers.image_utils import load_image
-
+from koin_hf.data.images import UnusableImage, check_image, pixel_budget
 from koin_hf.errors import KoinError
-from koin_hf.evaluation.scoring import default_device
+
+if TYPE_CHECKING:
+    import torch
+
+# A photo is a few megabytes; a download larger than this is not one.
+MAX_DOWNLOAD_BYTES = 100 * 1024 * 1024
+
+
+def _download(url: str) -> bytes:
+    """The bytes at `url`, streamed and capped at MAX_DOWNLOAD_BYTES (standard library only)."""
+    import urllib.error
+    import urllib.request
+
+    if not url.lower().startswith(("http://", "https://")):
+        raise KoinError(f"image {url!r}: only http:// and https:// addresses are read.")
+    chunks, size = [], 0
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - scheme checked
+            while chunk := response.read(1 << 20):
+                size += len(chunk)
+                if size > MAX_DOWNLOAD_BYTES:
+                    raise KoinError(
+                        f"image {url!r} is larger than {MAX_DOWNLOAD_BYTES // 2**20} MB; "
+                        "download it and check it first."
+                    )
+                chunks.append(chunk)
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        if isinstance(err, KoinError):
+            raise
+        raise KoinError(f"cannot download image {url!r}: {err}") from err
+    return b"".join(chunks)
+
+
+def _checked_source(name: str, max_megapixels: float) -> str | bytes:
+    """A path (or downloaded bytes) whose header has been read and is within the budget."""
+    if "://" in name:
+        source: str | bytes = _download(name)
+    elif not Path(name).exists() and not Path(name).is_symlink():
+        raise KoinError(f"image {name!r} does not exist.")
+    else:
+        source = name
+    try:
+        check_image(source, max_megapixels=max_megapixels)
+    except UnusableImage as err:
+        raise KoinError(f"cannot read image {name!r}: {err}") from err
+    return source
 
 
 def predict(
@@ -20,26 +70,39 @@ def predict(
     *,
     top_k: int = 3,
     device: str | torch.device | None = None,
+    max_megapixels: float | None = None,
 ) -> list[list[dict]]:
     """For each image, `pipeline("image-classification")`'s top-k `{"label", "score"}` dicts.
 
     `model` is a koin-hf output dir, a Hub id or any image classifier; `images` are file paths
-    (or URLs). Every image is read before the model loads, so a typo does not cost a model load.
+    (or URLs). Every image's header is read before the model loads, so a typo or an image over
+    the pixel budget (`max_megapixels`, default $KOIN_MAX_MEGAPIXELS, else 64) does not cost a
+    model load. Each image is decoded by `koin_hf.data.transforms.decode_for_model`: the same
+    pixels `koin evaluate` gives it.
     """
     if top_k < 1:
         raise KoinError(f"--top_k must be at least 1, got {top_k}.")
-    loaded = []
-    for path in map(str, images):
-        if "://" not in path and not Path(path).is_file():
-            raise KoinError(f"image {path!r} does not exist.")
-        try:
-            loaded.append(load_image(path))
-        except (OSError, ValueError, UnidentifiedImageError) as err:
-            raise KoinError(f"cannot read image {path!r}: {err}") from err
+    budget = pixel_budget(max_megapixels)
+    names = [str(image) for image in images]
+    sources = [_checked_source(name, budget) for name in names]
+
+    # Only now the heavy imports: everything above runs without torch.
+    from transformers import pipeline
+
+    from koin_hf.data.transforms import decode_for_model, model_decode_side
+    from koin_hf.evaluation.scoring import default_device
+
     try:
         classifier = pipeline(
             "image-classification", model=str(model), device=device or default_device()
         )
     except (OSError, ValueError) as err:
         raise KoinError(f"cannot load the model {str(model)!r}: {err}") from err
-    return classifier(loaded, top_k=top_k)
+    decode_side = model_decode_side(classifier.image_processor)
+    decoded = []
+    for name, source in zip(names, sources, strict=True):
+        try:
+            decoded.append(decode_for_model(source, decode_side, budget))
+        except UnusableImage as err:
+            raise KoinError(f"cannot read image {name!r}: {err}") from err
+    return classifier(decoded, top_k=top_k)

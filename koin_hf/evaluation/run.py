@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from koin_hf.data.default_dataset import ensure_default_dataset
+from koin_hf.data.images import pixel_budget
 from koin_hf.data.loading import load_test_sets
 from koin_hf.dataset_script.koin import CONFIG_NAMES
 from koin_hf.errors import KoinError
@@ -127,6 +128,7 @@ def evaluate_model(
     device: str | torch.device | None = None,
     plots: bool = True,
     num_workers: int = 0,
+    max_megapixels: float | None = None,
 ) -> dict:
     """Score a model on the KoIn configs; return (and with `output_dir`, write) the results.
 
@@ -138,7 +140,10 @@ def evaluate_model(
                         "absolute_drop_points", "relative_drop"}, ...}, "normal->group": ...}}
     Accuracies are fractions in [0, 1]; drops are percentage points and fractions of normal.
     With `output_dir`: metrics.json, report.md, predictions_<config>.csv and PNG plots.
+    Images are decoded by koin-hf's decoder within the pixel budget `max_megapixels` (default
+    $KOIN_MAX_MEGAPIXELS, else 64); an image it refuses is a KoinError naming it.
     """
+    pixel_budget(max_megapixels)  # a bad value fails before the model or the data loads
     test_sets, skipped = _sets_to_score(dataset, configs, split)
     for config, reason in skipped.items():
         print(f"note: skipping {config}: {reason}.")
@@ -152,7 +157,7 @@ def evaluate_model(
             check_ks(ks, len(scorer.labels))  # before inference: fail in seconds, not after an hour
         except ValueError as err:
             raise KoinError(f"{err} (the model has {len(scorer.labels)} labels)") from err
-        scored[config] = score_config(scorer, config, data, batch_size, num_workers)
+        scored[config] = score_config(scorer, config, data, batch_size, num_workers, max_megapixels)
         per_config[config] = config_metrics(scored[config], ks, metric)
 
     first = next(iter(scored.values()))
@@ -178,7 +183,7 @@ def evaluate_model(
         "robustness": robustness(per_config, ks),
     }
     if output_dir is not None:
-        write_outputs(results, scored, test_sets, Path(output_dir), ks, plots)
+        write_outputs(results, scored, test_sets, Path(output_dir), ks, plots, max_megapixels)
     return results
 
 
@@ -189,6 +194,7 @@ def write_outputs(
     output_dir: Path,
     ks: Sequence[int] = DEFAULT_KS,
     plots: bool = True,
+    max_megapixels: float | None = None,
 ) -> None:
     """metrics.json, predictions_<config>.csv, plots and report.md."""
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -203,7 +209,7 @@ def write_outputs(
         # matplotlib is imported only when plots are asked for: scoring itself never needs it.
         from koin_hf.evaluation.plots import write_plots
 
-        figures = write_plots(scored, test_sets, results["configs"], output_dir)
+        figures = write_plots(scored, test_sets, results["configs"], output_dir, max_megapixels)
     write_report(results, figures, output_dir)
 
 

@@ -22,8 +22,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from koin_hf.data.images import UnusableImage, pixel_budget
 from koin_hf.data.mapped_pages import releasing_pages
-from koin_hf.data.transforms import one_torch_thread
+from koin_hf.data.transforms import (
+    decode_for_model,
+    describe_image,
+    model_decode_side,
+    one_torch_thread,
+    undecoded_images,
+)
 from koin_hf.errors import KoinError
 from koin_hf.models.zero_shot import (
     DEFAULT_PROMPT_TEMPLATE,
@@ -158,12 +165,26 @@ class ImageScorer:
         return self.forward(self.preprocess(images))
 
 
-def preprocess_images(image_processor, images: Sequence) -> torch.Tensor:
-    """Pixel values for PIL images, exactly as pipeline() prepares them."""
-    from transformers.image_utils import load_image
+def preprocess_images(
+    image_processor,
+    images: Sequence,
+    max_megapixels: float | None = None,
+    image_ids: Sequence[str | None] | None = None,
+) -> torch.Tensor:
+    """Pixel values for images (files, datasets values or PIL images), decoded by koin-hf's decoder.
 
-    # load_image applies the EXIF orientation and converts to RGB, as the pipeline does.
-    rgb = [load_image(image) for image in images]
+    `decode_for_model` then the pipeline's own image processor: a PIL image from it gets exactly
+    these pixel values from `pipeline()`. An image that cannot be decoded (corrupt, over the
+    pixel budget) is a KoinError naming it.
+    """
+    decode_side = model_decode_side(image_processor)
+    rgb = []
+    for index, image in enumerate(images):
+        try:
+            rgb.append(decode_for_model(image, decode_side, max_megapixels))
+        except UnusableImage as err:
+            where = describe_image(image, image_ids[index] if image_ids else None)
+            raise KoinError(f"image {where} cannot be decoded: {err}") from err
     # Small per-image ops on two threads stall when the cores are shared (30 ms vs 1 ms per
     # image measured by benchmarks/bench_inference.py), so pre-processing runs on one.
     with one_torch_thread():
@@ -173,48 +194,64 @@ def preprocess_images(image_processor, images: Sequence) -> torch.Tensor:
 class _Batches:
     """DataLoader collate: decode + preprocess rows in the loader's workers, not the main loop.
 
-    Holds only the image processor, never the model, so workers touch no GPU state.
+    Holds only the image processor, never the model, so workers touch no GPU state. A decoding
+    error comes back as a message, not an exception: a DataLoader worker would wrap it in its
+    own traceback text.
     """
 
-    def __init__(self, image_processor) -> None:
+    def __init__(self, image_processor, max_megapixels: float | None = None) -> None:
         self.image_processor = image_processor
+        self.max_megapixels = max_megapixels
 
-    def __call__(self, rows: list[dict]) -> tuple[torch.Tensor, list[int], list[str | None]]:
-        pixel_values = preprocess_images(self.image_processor, [row["image"] for row in rows])
-        return (
-            pixel_values,
-            [int(row["label"]) for row in rows],
-            [row.get("image_id") for row in rows],
-        )
+    def __call__(
+        self, rows: list[dict]
+    ) -> tuple[torch.Tensor | None, list[int], list[str | None], str | None]:
+        image_ids = [row.get("image_id") for row in rows]
+        try:
+            pixel_values = preprocess_images(
+                self.image_processor, [row["image"] for row in rows], self.max_megapixels, image_ids
+            )
+        except KoinError as err:
+            return None, [], image_ids, str(err)
+        return pixel_values, [int(row["label"]) for row in rows], image_ids, None
 
 
 def score_config(
-    scorer: ImageScorer, config: str, data, batch_size: int = 32, num_workers: int = 0
+    scorer: ImageScorer,
+    config: str,
+    data,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    max_megapixels: float | None = None,
 ) -> ScoredConfig:
     """Run the model over one config's test set, batched, with a progress bar.
 
     `num_workers` > 0 decodes and preprocesses images in that many DataLoader processes while the
-    model runs, which keeps a GPU busy; the results are the same.
+    model runs, which keeps a GPU busy; the results are the same. Images are decoded by koin-hf's
+    decoder from their stored bytes (never by datasets), within the pixel budget `max_megapixels`.
     """
     if batch_size < 1:
         raise KoinError(f"--batch_size must be at least 1, got {batch_size}.")
+    pixel_budget(max_megapixels)  # a bad value fails before any image is read
     class_names = list(data.features["label"].names)
     scorer.set_class_names(class_names)
     to_model = match_labels(scorer.labels, class_names)
     columns = [c for c in ("image", "label", "image_id") if c in data.column_names]
     loader = torch.utils.data.DataLoader(
-        data.select_columns(columns),
+        undecoded_images(data.select_columns(columns)),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
         # Hands the dataset's memory-mapped pages back after each batch, as training does.
-        collate_fn=releasing_pages(_Batches(scorer.image_processor), data),
+        collate_fn=releasing_pages(_Batches(scorer.image_processor, max_megapixels), data),
     )
     chunks: list[np.ndarray] = []
     labels: list[int] = []
     image_ids: list[str] = []
     with tqdm(total=len(data), desc=f"evaluate {config}", unit="img") as progress:
-        for pixel_values, batch_labels, batch_ids in loader:
+        for pixel_values, batch_labels, batch_ids, error in loader:
+            if error:
+                raise KoinError(f"{config}: {error}")
             chunks.append(scorer.forward(pixel_values))
             start = len(labels)
             labels.extend(batch_labels)

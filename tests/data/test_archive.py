@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import struct
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from peak_memory import run_measured
 
-from koin_hf.data.archive import extract_zip_cached, extract_zip_safely
+from koin_hf.data.archive import ZipLimits, extract_zip_cached, extract_zip_safely
 from koin_hf.errors import KoinError
 
 
@@ -94,3 +98,96 @@ def test_cached_extraction_is_reused_per_content(tmp_path):
     second = extract_zip_cached(archive, tmp_path / "cache")
     assert second != first
     assert (second / "normal_cases/train/0000/a.jpg").read_bytes() == b"2"
+
+
+# ---------------------------------------------------------------------------------------------
+# Zip bombs: members are streamed and bounded
+
+
+def _zip_of_zeros(path: Path, name: str, size: int) -> Path:
+    """A zip whose one member is `size` zero bytes: deflate squeezes it ~1000:1."""
+    chunk = bytes(1 << 20)
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf,
+        zf.open(name, "w", force_zip64=True) as member,
+    ):
+        for _ in range(size >> 20):
+            member.write(chunk)
+    return path
+
+
+def test_a_zip_bomb_is_refused_before_anything_is_written(tmp_path):
+    archive = _zip_of_zeros(tmp_path / "bomb.zip", "normal_cases/train/0000/a.jpg", 200 << 20)
+    assert archive.stat().st_size < 1 << 20
+    with pytest.raises(KoinError) as caught:
+        extract_zip_safely(archive, tmp_path / "out")
+    assert str(caught.value) == (
+        f"refusing {archive}: member 'normal_cases/train/0000/a.jpg' expands 1029x "
+        "(199.1 KB to 200.0 MB), over the 100x limit: a zip bomb, not photos"
+    )
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_member_and_total_limits_are_checked_on_declared_sizes(tmp_path):
+    payload = os.urandom(300_000)  # incompressible: no ratio alarm
+    archive = _zip(tmp_path / "koin.zip", {"a.jpg": payload, "b.jpg": payload})
+    with pytest.raises(
+        KoinError,
+        match=r"member 'a\.jpg' expands to 293\.0 KB, over the 195\.3 KB limit for one file",
+    ):
+        extract_zip_safely(archive, tmp_path / "out", ZipLimits(max_member_bytes=200_000))
+    with pytest.raises(
+        KoinError, match=r"it expands to 585\.9 KB, over the 488\.3 KB limit; extract it yourself"
+    ):
+        extract_zip_safely(archive, tmp_path / "out", ZipLimits(max_total_bytes=500_000))
+    assert not (tmp_path / "out").exists()
+    out = extract_zip_safely(archive, tmp_path / "out", ZipLimits(max_total_bytes=600_000))
+    assert (out / "b.jpg").read_bytes() == payload
+
+
+def _lie_about_size(archive: Path, name: str, declared: int) -> None:
+    """Rewrite the uncompressed size in the local header and the central directory."""
+    data = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo(name)
+    local = info.header_offset
+    struct.pack_into("<I", data, local + 22, declared)  # local file header: uncompressed size
+    central = data.rfind(b"PK\x01\x02")
+    struct.pack_into("<I", data, central + 24, declared)  # central directory entry
+    archive.write_bytes(bytes(data))
+
+
+def test_a_member_that_lies_about_its_size_never_expands_beyond_the_lie(tmp_path):
+    archive = tmp_path / "liar.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.jpg", bytes(50 << 20))  # 50 MB of zeros in ~50 KB
+    _lie_about_size(archive, "a.jpg", 1000)  # "1000 bytes": no ratio alarm
+    with pytest.raises(
+        KoinError,
+        match=r"koin\.zip is damaged: member 'a\.jpg'|liar\.zip is damaged: member 'a\.jpg'",
+    ):
+        extract_zip_safely(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_koin_prepare_on_a_zip_bomb_is_one_line_and_flat_memory(tmp_path):
+    archive = _zip_of_zeros(tmp_path / "KoIn.zip", "normal_cases/train/0000/a.jpg", 256 << 20)
+    code, err, peak_mb = run_measured(
+        [sys.executable, "-m", "koin_hf.cli", "prepare", str(archive), str(tmp_path / "out")]
+    )
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "expands 1029x" in err and "a zip bomb, not photos" in err
+    assert peak_mb < 500, peak_mb
+
+
+def test_extracted_files_follow_the_umask(tmp_path):
+    archive = _zip(tmp_path / "koin.zip", {"normal_cases/train/0000/a.jpg": b"jpeg"})
+    previous = os.umask(0o022)
+    try:
+        out = extract_zip_safely(archive, tmp_path / "out")
+    finally:
+        os.umask(previous)
+    for path in [out, *out.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))

@@ -11,9 +11,11 @@ import pytest
 from PIL import Image
 from rawkoin import (
     QUADRANT_COLOURS,
+    bomb_png,
     close,
     exif_rotated_jpeg,
     jpeg_bytes,
+    jpeg_claiming,
     png16_rgb,
     png_bytes,
     quadrant_array,
@@ -22,13 +24,17 @@ from rawkoin import (
 
 from koin_hf.data import images
 from koin_hf.data.images import (
+    ImageTooLarge,
     UnusableImage,
+    check_image,
     decode_rgb,
     downscale,
     file_problem,
     image_bytes_for_dataset,
+    pixel_budget,
     skip_reason_for_name,
 )
+from koin_hf.errors import KoinError
 
 
 def _save(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -240,3 +246,109 @@ def test_dataset_bytes_keep_small_upright_jpegs_and_normalise_the_rest(tmp_path)
     cmyk.write_bytes(_save(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG"))
     stored = Image.open(io.BytesIO(image_bytes_for_dataset(cmyk, None)))
     assert stored.mode == "RGB" and close(stored.getpixel((8, 8)), (255, 0, 0), tolerance=30)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pixel budget: checked from the header, before any pixel is decoded
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    return bomb_png(20_000, 20_000)  # ~390 KB declaring 400 megapixels
+
+
+def test_a_bomb_png_is_refused_from_its_header(bomb):
+    assert len(bomb) < 500_000
+    for call in (lambda: decode_rgb(bomb), lambda: check_image(bomb)):
+        with pytest.raises(ImageTooLarge) as caught:
+            call()
+        # Pillow's own guard trips first at this size; its refusal is said in the budget's words.
+        assert str(caught.value) == (
+            "image too large: 400,000,000 pixels (400.0 megapixels), over the budget of 64 "
+            "megapixels (raise it with --max_megapixels or $KOIN_MAX_MEGAPIXELS)"
+        )
+
+
+def test_an_image_below_pillows_guard_but_over_the_budget_is_refused():
+    data = png_bytes(9000, 8000, 8, 0, b"")  # 72 MP: Pillow would only warn; no pixel data given
+    with pytest.raises(
+        ImageTooLarge,
+        match=r"9000x8000 pixels \(72\.0 megapixels\), over the budget of 64 megapixels",
+    ):
+        decode_rgb(data)
+
+
+def test_prepare_refuses_over_budget_files_before_reading_them_whole(tmp_path):
+    path = tmp_path / "huge.png"
+    path.write_bytes(png_bytes(9000, 8000, 8, 0, b""))
+    with pytest.raises(ImageTooLarge, match="over the budget of 64"):
+        image_bytes_for_dataset(path, 256)
+
+
+def test_the_budget_is_exact_and_can_be_raised_or_lowered(monkeypatch):
+    data = _save(Image.new("RGB", (40, 30), (10, 20, 30)), "PNG")  # 1200 pixels
+    assert decode_rgb(data, max_megapixels=0.0012).size == (40, 30)
+    with pytest.raises(ImageTooLarge, match="40x30 pixels"):
+        decode_rgb(data, max_megapixels=0.001199)
+    monkeypatch.setenv("KOIN_MAX_MEGAPIXELS", "0.001")
+    with pytest.raises(ImageTooLarge, match="over the budget of 0.001"):
+        decode_rgb(data)
+    assert decode_rgb(data, max_megapixels=1).size == (40, 30)  # the argument wins
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-3", "nan", "inf"])
+def test_a_bad_budget_in_the_environment_is_a_koin_error(monkeypatch, value):
+    monkeypatch.setenv("KOIN_MAX_MEGAPIXELS", value)
+    with pytest.raises(KoinError, match=r"\$KOIN_MAX_MEGAPIXELS must be a positive number"):
+        pixel_budget()
+
+
+@pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), True])
+def test_a_bad_budget_argument_is_a_koin_error(value):
+    with pytest.raises(KoinError, match="--max_megapixels must be a positive number"):
+        decode_rgb(b"x", max_megapixels=value)
+
+
+def test_a_jpeg_is_budgeted_at_the_size_it_is_decoded_at():
+    # 2000x1600 = 3.2 MP declared; decoded for a 200-pixel shorter side, draft reads 1/8 of it.
+    data = jpeg_bytes(Image.fromarray(quadrant_array(2000, 1600), "RGB"))
+    with pytest.raises(ImageTooLarge):
+        decode_rgb(data, max_megapixels=1)
+    _assert_upright_quadrants(decode_rgb(data, 200, max_megapixels=1), width=250, height=200)
+
+
+def test_a_jpeg_header_claiming_65000_pixels_a_side_is_a_reason_not_a_crash():
+    data = jpeg_claiming(65_000, 65_000)
+    for side in (None, 224):
+        with pytest.raises(ImageTooLarge, match=r"4,225,000,000 pixels \(4225\.0 megapixels\)"):
+            decode_rgb(data, side)
+
+
+def test_a_reduced_size_jpeg_decode_is_budgeted_at_the_pixels_it_allocates():
+    data = jpeg_claiming(12_000, 12_000)  # 144 MP claimed; decoded at 1/8 for 224 px: 2.25 MP
+    with pytest.raises(ImageTooLarge, match=r"12000x12000 pixels \(144\.0 megapixels\)"):
+        decode_rgb(data)
+    with pytest.raises(ImageTooLarge, match="12000x12000 pixels"):
+        decode_rgb(data, 224, max_megapixels=2)
+    # Within the default budget at 1/8 (libjpeg pads the missing scan data with grey).
+    assert decode_rgb(data, 224).size == (224, 224)
+
+
+def test_a_raised_budget_lets_the_budget_decide_not_pillows_guard(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored afterwards
+    data = png_bytes(20_000, 10_000, 8, 0, b"")  # 200 MP declared, over twice Pillow's limit
+    with pytest.raises(ImageTooLarge):
+        decode_rgb(data)
+    # With the budget raised, the header passes and the (missing) pixel data is what fails.
+    with pytest.raises(UnusableImage, match="corrupt or truncated"):
+        decode_rgb(data, max_megapixels=250)
+
+
+def test_pil_images_from_elsewhere_get_the_same_normalisation_and_budget():
+    array = np.array([[0, 32768, 65535]], dtype=np.uint16).repeat(3, axis=0)
+    opened = Image.open(io.BytesIO(_save(Image.fromarray(array), "PNG")))
+    assert np.array_equal(
+        np.asarray(decode_rgb(opened)), np.asarray(decode_rgb(_save(Image.fromarray(array), "PNG")))
+    )
+    with pytest.raises(ImageTooLarge):
+        decode_rgb(Image.new("L", (100, 100)), max_megapixels=0.005)

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import zipfile
@@ -15,11 +16,13 @@ import datasets
 import numpy as np
 import pytest
 import yaml
+from peak_memory import run_measured
 from PIL import Image
 from rawkoin import (
     CLASS_IDS,
     CLASS_NAMES,
     QUADRANT_COLOURS,
+    bomb_png,
     close,
     exif_rotated_jpeg,
     image_files,
@@ -33,6 +36,7 @@ from rawkoin import (
 from koin_hf.cli import main
 from koin_hf.data.prepare import REPORT_FILE, prepare_koin
 from koin_hf.dataset_script.koin import printable
+from koin_hf.folder_lock import claim_folder
 
 SPLIT_FOLDERS = {
     ("normal", "train"): "normal_cases/train",
@@ -330,3 +334,125 @@ def test_cli_error_from_a_real_process(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"koin prepare: error: raw KoIn path {tmp_path / 'nope'} does not exist"
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Trust: memory bombs, shared folders, nested and concurrent runs, hostile classes.csv
+
+
+def test_a_bomb_png_is_skipped_with_its_reason_in_flat_memory(tmp_path):
+    raw = make_raw_koin(tmp_path / "raw", per_split={"normal_cases/train": 2})
+    bomb = raw / "normal_cases" / "train" / "0001" / "bomb.png"
+    bomb.write_bytes(bomb_png(20_000, 20_000))  # ~390 KB declaring 400 megapixels
+    out = tmp_path / "out"
+    code, err, peak_mb = run_measured(
+        [sys.executable, "-m", "koin_hf.cli", "prepare", str(raw), str(out)]
+    )
+    assert code == 0, err
+    report = json.loads((out / REPORT_FILE).read_text(encoding="utf-8"))
+    assert report["skipped"] == [
+        {
+            "path": "normal_cases/train/0001/bomb.png",
+            "reason": "image too large: 400,000,000 pixels (400.0 megapixels), over the budget "
+            "of 64 megapixels (raise it with --max_megapixels or $KOIN_MAX_MEGAPIXELS)",
+        }
+    ]
+    assert report["max_megapixels"] == 64
+    assert report["configs"]["normal"]["train"]["images"] == 6  # every other photo kept
+    assert peak_mb < 500, f"peak RSS {peak_mb:.0f} MB"
+
+
+def test_max_megapixels_skips_larger_photos_and_counts_them(tmp_path, capsys):
+    raw = make_raw_koin(tmp_path / "raw", per_split={"normal_cases/train": 1})
+    write_image(raw / "normal_cases" / "train" / "0002" / "big.jpg", 2, size=(100, 100))
+    assert main(["prepare", str(raw), str(tmp_path / "out"), "--max_megapixels", "0.005"]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped 1 file(s):" in printed
+    assert "normal_cases/train/0002/big.jpg: image too large: 100x100 pixels (0.0 megapixels), over the budget of 0.005 megapixels" in printed  # fmt: skip
+    report = json.loads((tmp_path / "out" / REPORT_FILE).read_text(encoding="utf-8"))
+    assert report["configs"]["normal"]["train"]["images"] == 3
+
+
+@pytest.mark.parametrize(("umask", "dir_mode", "file_mode"), [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)])  # fmt: skip
+def test_the_prepared_folder_follows_the_umask(tmp_path, umask, dir_mode, file_mode):
+    raw = make_raw_koin(tmp_path / "raw", per_split={"normal_cases/train": 1, "hard_cases/test": 1})
+    previous = os.umask(umask)
+    try:
+        prepare_koin(raw, tmp_path / "shared" / "koin", verbose=False)
+    finally:
+        os.umask(previous)
+    out = tmp_path / "shared" / "koin"
+    modes = {
+        p.relative_to(out).as_posix(): stat.S_IMODE(p.stat().st_mode)
+        for p in [out, *out.rglob("*")]
+    }
+    assert "normal/train-00000-of-00001.parquet" in modes and "README.md" in modes
+    for name, mode in modes.items():
+        expected = dir_mode if (out / name).is_dir() else file_mode
+        assert mode == expected, f"{name}: {oct(mode)}, expected {oct(expected)}"
+    assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == ["koin"]  # no lock left
+
+
+def test_an_output_folder_inside_the_raw_folder_is_refused(tmp_path, capsys):
+    raw = make_raw_koin(
+        tmp_path / "raw", per_split={"normal_cases/train": 1, "normal_cases/test": 1}
+    )
+    before = image_files(raw)
+    inside = raw / "normal_cases" / "test" / "out"
+    line = _cli_error(["prepare", str(raw), str(inside)], capsys)
+    assert line == (
+        f"koin prepare: error: output folder {inside} is inside the raw KoIn folder {raw}; "
+        "choose an output folder outside it"
+    )
+    assert image_files(raw) == before and not inside.exists()
+    line = _cli_error(["prepare", str(raw), str(raw)], capsys)
+    assert "is inside the raw KoIn folder" in line
+    # The same folder reached through a symbolic link is still inside.
+    (tmp_path / "link").symlink_to(raw)
+    line = _cli_error(["prepare", str(raw), str(tmp_path / "link" / "out")], capsys)
+    assert "is inside the raw KoIn folder" in line
+    # And the raw tree inside the output folder.
+    line = _cli_error(["prepare", str(raw), str(tmp_path)], capsys)
+    assert line == (
+        f"koin prepare: error: the raw KoIn path {raw} is inside the output folder {tmp_path}; "
+        "choose an output folder that does not contain it"
+    )
+    assert main(["prepare", str(raw), str(tmp_path / "out")]) == 0  # the raw tree still prepares
+
+
+def test_a_second_prepare_into_a_claimed_folder_is_refused_at_once(tmp_path, capsys):
+    raw = make_raw_koin(tmp_path / "raw", per_split={"normal_cases/train": 1})
+    out = tmp_path / "koin"
+    with claim_folder(out, "koin prepare"):
+        line = _cli_error(["prepare", str(raw), str(out)], capsys)
+        assert line.startswith(
+            f"koin prepare: error: {out} is being written by koin prepare (pid {os.getpid()} on "
+        )
+        assert line.endswith(f"delete the lock file {tmp_path / '.koin.lock'}")
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".koin.lock", "raw"]  # no work done
+    assert main(["prepare", str(raw), str(out)]) == 0  # free again once the first run ends
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "id,name\n0000,Kim Minji\n0001,Lee\x00Jieun\n0002,Park\n",
+            "line 3 contains a NUL byte; ids and names must be plain text",
+        ),
+        (
+            'id,name\n0000,Kim Minji\n0001,"Lee Jieun\n0002,Park\n',
+            "line 3: a quoted field runs from here to line 4; is a closing quote missing?",
+        ),
+        (
+            "id,name\n0000,Kim\x1bMinji\n0001,Lee\n0002,Park\n",
+            "line 2 contains the control character U+001B; ids and names must be plain text",
+        ),
+    ],
+)
+def test_classes_csv_with_a_nul_byte_or_an_unclosed_quote(tmp_path, capsys, text, message):
+    raw = make_raw_koin(tmp_path / "raw", per_split={"normal_cases/train": 1}, names=False)
+    (raw / "classes.csv").write_bytes(text.encode("utf-8"))
+    line = _cli_error(["prepare", str(raw), str(tmp_path / "out")], capsys)
+    assert line == f"koin prepare: error: {raw / 'classes.csv'} {message}"
+    assert not (tmp_path / "out").exists()

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import io
 
+import datasets
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
-from rawkoin import exif_rotated_jpeg, jpeg_bytes
+from rawkoin import exif_rotated_jpeg, jpeg_bytes, png_bytes
 from torchvision.transforms import v2
 from transformers import ViTImageProcessor
 
 from koin_hf.data import transforms
+from koin_hf.errors import KoinError
 
 PROCESSOR = ViTImageProcessor(
     size={"height": 32, "width": 32}, image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.25, 0.3]
@@ -103,3 +105,40 @@ def test_collate_stacks_a_batch():
     assert batch["pixel_values"].shape == (3, 3, 2, 2)
     assert batch["labels"].tolist() == [0, 1, 2]
     assert batch["pixel_values"][2].eq(2.0).all()
+
+
+def test_both_transforms_refuse_an_image_over_the_pixel_budget(monkeypatch):
+    bomb = png_bytes(9000, 8000, 8, 0, b"")  # 72 MP declared, no pixel data
+    batch = {"image": [{"bytes": bomb, "path": None}], "label": [0], "image_id": ["x/bomb.png"]}
+    with pytest.raises(KoinError, match="training image could not be decoded: image too large"):
+        transforms.make_train_transform(PROCESSOR)(batch)
+    with pytest.raises(
+        KoinError, match="evaluation image 'x/bomb.png' could not be decoded: image too large"
+    ):
+        transforms.make_eval_transform(PROCESSOR)(batch)
+    # Training's budget comes from the environment; a bad value fails when the transform is made.
+    monkeypatch.setenv("KOIN_MAX_MEGAPIXELS", "100")
+    with pytest.raises(KoinError, match="corrupt or truncated"):  # decoding now gets to try
+        transforms.make_train_transform(PROCESSOR)(batch)
+    monkeypatch.setenv("KOIN_MAX_MEGAPIXELS", "lots")
+    with pytest.raises(KoinError, match=r"\$KOIN_MAX_MEGAPIXELS must be a positive number"):
+        transforms.make_train_transform(PROCESSOR)
+
+
+def test_decoded_16_bit_images_from_a_dataset_are_scaled_not_white():
+    array = np.array([[0, 32768, 65535]], dtype=np.uint16).repeat(3, axis=0)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    decoded = Image.open(io.BytesIO(buffer.getvalue()))  # what datasets hands over when decoding
+    pixels = transforms._decode(decoded, 32)
+    assert pixels[0, 0].tolist() == [0, 127, 255]
+
+
+def test_apply_transform_hands_image_columns_over_undecoded():
+    data = datasets.Dataset.from_dict(
+        {"image": [{"bytes": jpeg_bytes(Image.new("RGB", (8, 8))), "path": None}], "label": [0]},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")}),
+    )
+    seen = []
+    transforms.apply_transform(data, lambda batch: seen.append(batch["image"][0]) or batch)[0]
+    assert isinstance(seen[0], dict) and seen[0]["bytes"].startswith(b"\xff\xd8")

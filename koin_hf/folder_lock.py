@@ -171,3 +171,15 @@ def staging_folder_beside(path: str | os.PathLike, tag: str = "partial") -> Path
             ) from err
         return candidate
     raise KoinError(f"cannot create a folder beside {target}: every name tried exists")
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is put straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def give_umask_mode(path: str | os.PathLike, base_mode: int = 0o666) -> None:
+    """chmod a file made by `tempfile.mkstemp` (always 0600) to what a plain open() makes."""
+    os.chmod(path, base_mode & ~current_umask())

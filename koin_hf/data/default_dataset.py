@@ -13,6 +13,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from koin_hf.data.prepare import prepare_koin
+from koin_hf.hub.provenance import prepared_folder_is_synthetic, read_synthetic_marker
 from koin_hf.synthetic.writer import generate_synthetic_koin
 
 
@@ -29,9 +30,12 @@ def ensure_default_dataset(seed: int = 0, num_classes: int = 10) -> Path:
     prepared = base / "prepared"
     base.mkdir(parents=True, exist_ok=True)
     with FileLock(str(base / ".lock")):
-        if not (prepared / "README.md").is_file():
+        # A cache from before the synthetic marker existed would get a card that reads as real
+        # KoIn: rebuild it (once) so every card says the data is generated.
+        if not prepared_folder_is_synthetic(prepared):
+            shutil.rmtree(prepared, ignore_errors=True)
             raw = base / "raw"
-            if not (raw / "classes.csv").is_file():
+            if not (raw / "classes.csv").is_file() or read_synthetic_marker(raw) is None:
                 shutil.rmtree(raw, ignore_errors=True)
                 generate_synthetic_koin(raw, num_classes=num_classes, seed=seed)
             prepare_koin(raw, prepared)

@@ -30,6 +30,7 @@ import yaml
 from markupsafe import Markup
 
 from koin_hf.errors import KoinError
+from koin_hf.folder_lock import give_umask_mode
 
 PAPER_ARXIV_ID = "2310.09756"
 PAPER_TITLE = "New Benchmarks for Asian Facial Recognition Tasks: Face Classification with Large Foundation Models"
@@ -143,6 +144,7 @@ def atomic_write_text(path: Path, text: str) -> Path:
     """Write via a temp file in the same folder and rename, so a crash never leaves half a card."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        give_umask_mode(tmp)  # mkstemp's 0600 would hide the card from colleagues
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
         os.replace(tmp, path)

@@ -11,12 +11,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 import transformers
 from transformers import BaseImageProcessor, PretrainedConfig, TimmWrapperConfig
+
+from koin_hf.folder_lock import staging_folder_beside
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ def lite0_checkpoint_dir() -> Path:
         return directory
     directory.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target and rename, so parallel processes never see half a checkpoint.
-    staging = Path(tempfile.mkdtemp(prefix=".lite0-", dir=directory.parent))
+    staging = staging_folder_beside(directory)  # with the user's umask, unlike mkdtemp
     try:
         _build_lite0_checkpoint(staging)
         try:

@@ -148,7 +148,7 @@ def _save_outputs(trainer, model_args, training_args, processor, record: RunReco
             model.save_pretrained(output_dir / "adapter")
         # Merge so pipeline() never meets an adapter it would silently skip (transformers #36480).
         model = lora.merge_lora(model)
-    trainer.model = trainer.model_wrapped = model  # what Trainer's own push_to_hub will save
+    trainer.model = trainer.model_wrapped = model  # the merged model is what later steps use
     if trainer.is_world_process_zero():
         model.save_pretrained(output_dir, safe_serialization=True)
         processor.save_pretrained(output_dir)

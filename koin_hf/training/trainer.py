@@ -2,7 +2,6 @@
 
 - checkpoints are loaded through `from_pretrained` (strict), not Trainer's raw
   `load_state_dict(strict=False)`, which drops renamed layers under transformers 5;
-- a Hub push carries koin-hf's model card instead of the generic one;
 - the training transform learns the epoch (for reproducible augmentation);
 - `compute_metrics` counts the predictions it saw, so a distributed evaluation is checkable.
 """
@@ -17,7 +16,6 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from koin_hf.data import transforms
 from koin_hf.evaluation.metrics import make_compute_metrics
-from koin_hf.hub.model_card import write_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +34,7 @@ def load_checkpoint_weights(model: PreTrainedModel, checkpoint: str) -> None:
 
 
 class KoinTrainer(Trainer):
-    """Trainer with koin-hf's model card on push and checkpoint loading that renames keys."""
+    """Trainer whose checkpoint loading renames keys (see load_checkpoint_weights)."""
 
     def _loads_plain_weights(self, model: Any) -> bool:
         return (
@@ -59,10 +57,6 @@ class KoinTrainer(Trainer):
             return super()._load_best_model()
         logger.info("loading the best checkpoint %s", self.state.best_model_checkpoint)
         load_checkpoint_weights(model, self.state.best_model_checkpoint)
-
-    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
-        if self.is_world_process_zero():
-            write_model_card(self.args.output_dir, repo_id=self.args.hub_model_id)
 
 
 class AugmentationClockCallback(TrainerCallback):

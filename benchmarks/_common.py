@@ -242,3 +242,26 @@ def random_vit_checkpoint(
         ).save_pretrained(path)
     parameters = sum(p.numel() for p in model.parameters())
     return path, size, f"ViT {'tiny' if quick else 'S/16'} ({parameters / 1e6:.1f} M parameters)"
+
+
+def tree_memory(pid: int) -> tuple[int, int]:
+    """(anonymous, file-backed) resident bytes of a process and its descendants, from /proc."""
+    import psutil
+
+    anon = file = 0
+    try:
+        processes = [psutil.Process(pid)]
+        processes += processes[0].children(recursive=True)
+    except psutil.Error:
+        return 0, 0
+    for process in processes:
+        try:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("RssAnon:"):
+                anon += int(line.split()[1]) * 1024
+            elif line.startswith(("RssFile:", "RssShmem:")):
+                file += int(line.split()[1]) * 1024
+    return anon, file

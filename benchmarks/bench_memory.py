@@ -42,7 +42,7 @@ import threading
 import time
 from pathlib import Path
 
-from _common import base_parser, machine_description, synthetic_raw, work_dir
+from _common import base_parser, machine_description, synthetic_raw, tree_memory, work_dir
 
 from koin_hf.data.mapped_pages import SWITCH_VARIABLE
 
@@ -76,29 +76,6 @@ def raw_tree(pool: Path, destination: Path, images: int) -> Path:
                 shutil.copyfile(source, path)
     marker.write_text(f"{images}")
     return destination
-
-
-def _tree_memory(pid: int) -> tuple[int, int]:
-    """(anonymous, file-backed) resident bytes of a process and its descendants, from /proc."""
-    import psutil
-
-    anon = file = 0
-    try:
-        processes = [psutil.Process(pid)]
-        processes += processes[0].children(recursive=True)
-    except psutil.Error:
-        return 0, 0
-    for process in processes:
-        try:
-            status = Path(f"/proc/{process.pid}/status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("RssAnon:"):
-                anon += int(line.split()[1]) * 1024
-            elif line.startswith(("RssFile:", "RssShmem:")):
-                file += int(line.split()[1]) * 1024
-    return anon, file
 
 
 # Runs the real command inside a fresh interpreter and, at exit, records its own VmHWM: the peak
@@ -143,7 +120,7 @@ def measure(
 
         def sample() -> None:
             while not finished.is_set():
-                anon, file = _tree_memory(process.pid)
+                anon, file = tree_memory(process.pid)
                 peaks["anon"] = max(peaks["anon"], anon)
                 peaks["file"] = max(peaks["file"], file)
                 finished.wait(0.05)

@@ -19,7 +19,16 @@ PACKAGE = REPO / "koin_hf"
 # The stages from the bottom up. A module may import its own stage and the stages below it,
 # never one above: data flows one way (see docs/ARCHITECTURE.md).
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("koin_hf.errors", "koin_hf.version", "koin_hf.flags", "koin_hf.run_record")),
+    (
+        "base",
+        (
+            "koin_hf.errors",
+            "koin_hf.version",
+            "koin_hf.flags",
+            "koin_hf.run_record",
+            "koin_hf.folder_lock",
+        ),
+    ),
     ("hub", ("koin_hf.hub",)),
     ("synthetic", ("koin_hf.synthetic",)),
     ("data", ("koin_hf.data", "koin_hf.dataset_script")),

@@ -12,6 +12,7 @@ from transformers.image_utils import load_image
 
 from koin_hf.errors import KoinError
 from koin_hf.evaluation.scoring import default_device
+from koin_hf.models.model_folder import check_model_folder
 
 
 def predict(
@@ -28,6 +29,7 @@ def predict(
     """
     if top_k < 1:
         raise KoinError(f"--top_k must be at least 1, got {top_k}.")
+    check_model_folder(model)  # a truncated or missing weights file: one line, before any work
     loaded = []
     for path in map(str, images):
         if "://" not in path and not Path(path).is_file():

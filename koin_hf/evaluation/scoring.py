@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from koin_hf.data.mapped_pages import releasing_pages
 from koin_hf.data.transforms import one_torch_thread
 from koin_hf.errors import KoinError
+from koin_hf.models.model_folder import check_model_folder
 from koin_hf.models.zero_shot import (
     DEFAULT_PROMPT_TEMPLATE,
     load_dual_encoder,
@@ -100,6 +101,7 @@ class ImageScorer:
         self.source = str(model_dir_or_id)
         self.zero_shot = zero_shot
         self.device = torch.device(device) if device is not None else default_device()
+        check_model_folder(self.source)
         try:
             if zero_shot:
                 self._load_dual_encoder(prompt_template)

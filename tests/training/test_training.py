@@ -155,7 +155,7 @@ def test_bad_input_fails_before_training_with_one_sentence(
         "vit-tiny",
     ]
     assert main([*argv, *extra]) == 2
-    err = capsys.readouterr().out
+    err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "o" / "checkpoint-1").exists()
 

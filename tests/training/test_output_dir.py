@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +24,7 @@ from koin_hf.training.output_dir import (
     run_identity,
 )
 
+REPO = Path(__file__).resolve().parents[2]
 ARGS = ["--model_name_or_path", "vit-tiny", "--learning_rate", "1e-3", "--seed", "3"]
 
 
@@ -153,3 +158,23 @@ def test_a_claimed_folder_refuses_a_second_run_and_resume_is_allowed(tmp_path):
 def test_overwrite_output_dir_is_koin_hfs_own_flag_again(tmp_path):
     *_, training_args = _args(tmp_path, "--overwrite_output_dir")
     assert training_args.overwrite_output_dir is True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU launch tested on Linux")
+def test_every_process_of_a_distributed_run_stops_at_a_refusal(tmp_path):
+    """The main process decides; the other learns it instead of waiting for it forever."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(REPO / "configs" / "accelerate" / "cpu_2proc.yaml"), str(REPO / "train.py"),
+        "--output_dir", str(out), "--model_name_or_path", "vit-tiny", "--max_steps", "1",
+    ]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    refusal = f"train.py: error: {out} holds files koin-hf runs do not write (notes.txt)"
+    assert (result.stdout + result.stderr).count(refusal) == 2  # both processes, same verdict
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]

@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     # Before any subcommand imports torch: OMP_WAIT_POLICY is read when torch loads OpenMP.
     configure_process()
     parser, module = _command_parser(argv[0])
-    args = parser.parse_args(argv[1:])
+    if getattr(module, "PASS_ARGUMENTS_THROUGH", False):  # the subcommand parses them itself
+        args = argparse.Namespace(arguments=argv[1:])
+    else:
+        args = parser.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
     except KoinError as err:

@@ -83,6 +83,7 @@ def _check_model(model: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from koin_hf.evaluation.run import dataset_from_run_record, evaluate_model
+    from koin_hf.models.model_folder import check_model_folder
 
     if args.prompt_template and not args.zero_shot:
         raise KoinError("--prompt_template only applies with --zero_shot.")
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
             dataset = dataset_from_run_record(args.model)
         except KoinError as err:
             raise KoinError(f"pass --dataset: {err}") from None
+    check_model_folder(args.model)  # truncated or missing weights: one line, before any data
     print(f"dataset: {dataset}")
     results = evaluate_model(
         args.model,

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+# train.py's own parser reads every argument: `koin`'s parser would take `koin train
+# --learning_rate 0.1` for a flag of its own (argparse's REMAINDER does not start at a flag).
+PASS_ARGUMENTS_THROUGH = True
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "train_args", nargs=argparse.REMAINDER, help="arguments of train.py (see train.py --help)"
+        "arguments", nargs=argparse.REMAINDER, help="arguments of train.py (see train.py --help)"
     )
 
 
 def run(args: argparse.Namespace) -> int:
     from koin_hf.training.run import main
 
-    return main(args.train_args)
+    return main(args.arguments, prog="koin train")

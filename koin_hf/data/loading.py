@@ -30,6 +30,7 @@ def load_prepared(
     Returns a DatasetDict (IterableDatasetDict when streaming), or one split when `split` is given.
     """
     name = str(name_or_path)
+    _refuse_offline_bare_name(name)
     try:
         return _load_reading_row_groups(name, config_name, split, streaming)
     except ValueError as err:
@@ -48,6 +49,33 @@ def load_prepared(
         raise KoinError(
             f"dataset {name} not found (not a local folder, and not on the Hub or offline)"
         ) from err
+    except ConnectionError as err:  # offline (HF_HUB_OFFLINE) and not in the cache, or no network
+        raise KoinError(_unreachable(name, err)) from err
+
+
+def _refuse_offline_bare_name(name: str) -> None:
+    """Offline, datasets answers a bare name that is no folder here from its cache, where every
+    folder ever loaded under that base name lands (a `koin` folder elsewhere, a test's): the run
+    would silently use whichever was cached last. Hub ids (owner/name) keep the cache fallback."""
+    if datasets.config.HF_HUB_OFFLINE and "/" not in name and not os.path.exists(name):
+        raise KoinError(
+            f"dataset {name} not found: no folder {name} in {os.getcwd()}, and offline a bare "
+            "name would be read from the datasets cache, whatever folder was last cached under "
+            "it; pass the dataset folder's path, or a Hub id owner/name"
+        )
+
+
+def _unreachable(name: str, err: Exception) -> str:
+    where = f"no folder {name} in {os.getcwd()}" if not os.path.isabs(name) else "no such folder"
+    return (
+        f"dataset {name} not found: {where}, and the Hub cannot be reached for it "
+        f"({_reason(err)}); pass a prepared dataset folder (koin prepare) or a Hub id owner/name"
+    )
+
+
+def _reason(err: Exception) -> str:
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return text.rstrip(".")
 
 
 def _load_reading_row_groups(name: str, config_name: str, split: str | None, streaming: bool):
@@ -72,8 +100,11 @@ def _load_reading_row_groups(name: str, config_name: str, split: str | None, str
 
 def config_names(name_or_path: str | os.PathLike) -> list[str]:
     """The dataset's configs; a KoinError when the dataset cannot be read at all."""
+    _refuse_offline_bare_name(str(name_or_path))
     try:
         return list(datasets.get_dataset_config_names(str(name_or_path)))
+    except ConnectionError as err:
+        raise KoinError(_unreachable(str(name_or_path), err)) from err
     except Exception as err:  # whatever datasets raised, the user's problem is the same
         raise KoinError(f"cannot read the dataset {str(name_or_path)!r}: {err}") from err
 

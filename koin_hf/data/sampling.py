@@ -1,6 +1,6 @@
-"""Stratified, seeded sampling of a training split: the carved validation set and few-shot draws.
+"""Stratified, seeded sampling: the carved validation set, few-shot draws, capped eval sets.
 
-Both work on any dataset with a ClassLabel column. Validation is carved before few-shot sampling,
+All work on any dataset with a ClassLabel column. Validation is carved before few-shot sampling,
 so the validation images are never among the shots.
 """
 
@@ -61,4 +61,40 @@ def sample_few_shot(
                 f"({len(indices)} training images after the validation split)"
             )
         chosen.extend(rng.choice(indices, size=shots_per_class, replace=False).tolist())
+    return dataset.select(sorted(chosen))
+
+
+def stratified_sample(
+    dataset: datasets.Dataset, size: int, seed: int, label_column: str = "label"
+) -> datasets.Dataset:
+    """At most `size` rows with the classes as even as they can be, drawn with a seeded generator.
+
+    `--max_eval_samples`: the first N rows of a set sorted by class would be one or two classes.
+    Every class gets `size // classes` rows (fewer where a class has fewer, the rest going to
+    the classes that have more); the leftover rows go to classes chosen by the seed. Rows keep
+    their dataset order. A dataset of `size` rows or fewer is returned whole.
+    """
+    if size < 1:
+        raise KoinError(f"--max_eval_samples must be at least 1, got {size}")
+    if len(dataset) <= size:
+        return dataset
+    rng = np.random.default_rng(seed)
+    names = dataset.features[label_column].names
+    by_class = [
+        rng.permutation(indices)
+        for indices in _indices_by_class(dataset[label_column], len(names))
+        if len(indices)
+    ]
+    quota = [0] * len(by_class)
+    remaining = size
+    while remaining:  # deal rows round by round to the classes that still have some
+        open_classes = [c for c, rows in enumerate(by_class) if len(rows) > quota[c]]
+        if not open_classes:  # rows without a valid label: nothing more to deal
+            break
+        if remaining < len(open_classes):
+            open_classes = sorted(rng.choice(open_classes, size=remaining, replace=False))
+        for c in open_classes:
+            quota[c] += 1
+        remaining -= len(open_classes)
+    chosen = [int(i) for c, rows in enumerate(by_class) for i in rows[: quota[c]]]
     return dataset.select(sorted(chosen))

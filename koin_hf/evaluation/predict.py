@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from koin_hf.data.images import UnusableImage, check_image, pixel_budget
 from koin_hf.errors import KoinError
+from koin_hf.models.model_folder import check_model_folder
 
 if TYPE_CHECKING:
     import torch
@@ -92,6 +93,7 @@ def predict(
     from koin_hf.data.transforms import decode_for_model, model_decode_side
     from koin_hf.evaluation.scoring import default_device
 
+    check_model_folder(model)  # a truncated or missing weights file: one line, before any work
     try:
         classifier = pipeline(
             "image-classification", model=str(model), device=device or default_device()

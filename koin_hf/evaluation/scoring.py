@@ -32,6 +32,7 @@ from koin_hf.data.transforms import (
     undecoded_images,
 )
 from koin_hf.errors import KoinError
+from koin_hf.models.model_folder import check_model_folder
 from koin_hf.models.zero_shot import (
     DEFAULT_PROMPT_TEMPLATE,
     load_dual_encoder,
@@ -107,6 +108,7 @@ class ImageScorer:
         self.source = str(model_dir_or_id)
         self.zero_shot = zero_shot
         self.device = torch.device(device) if device is not None else default_device()
+        check_model_folder(self.source)
         try:
             if zero_shot:
                 self._load_dual_encoder(prompt_template)

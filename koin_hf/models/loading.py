@@ -20,6 +20,7 @@ from transformers import (
 
 from koin_hf.errors import KoinError
 from koin_hf.models import offline
+from koin_hf.models.model_folder import check_model_folder
 from koin_hf.models.registry import (
     FAMILIES,
     ModelFamily,
@@ -85,11 +86,7 @@ def _resolve(model_name_or_path: str) -> tuple[str, ModelFamily | None]:
     if family is not None:
         return family.default_checkpoint_path(), family
     if os.path.isdir(model_name_or_path):
-        if not os.path.isfile(os.path.join(model_name_or_path, "config.json")):
-            raise KoinError(
-                f"The folder '{model_name_or_path}' has no config.json, so it is not a saved "
-                "transformers model."
-            )
+        check_model_folder(model_name_or_path)  # no config.json, truncated or missing weights
         return model_name_or_path, None
     if "/" not in model_name_or_path:
         raise KoinError(

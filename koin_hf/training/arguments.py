@@ -9,6 +9,8 @@ A YAML or JSON file may hold the same arguments; flags after it override it.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,8 @@ from transformers.trainer_utils import HubStrategy, IntervalStrategy, SaveStrate
 
 from koin_hf.errors import KoinError
 from koin_hf.flags import unknown_arguments_message
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "lite0"  # ImageNet EfficientNet-Lite0 shipped on PyPI: fine-tunes offline
 
@@ -62,6 +66,11 @@ class ModelArguments:
     prompt_template: str = field(
         default="a photo of {name}.", metadata={"help": "prompt for --zero_shot_head_init"}
     )
+
+    @property
+    def method(self) -> str:
+        """How the model is trained, as the run record names it."""
+        return "lora" if self.lora else "linear_probe" if self.freeze_backbone else "full"
 
 
 @dataclass
@@ -127,7 +136,14 @@ class KoinTrainingArguments(TrainingArguments):
         default="epoch", metadata={"help": "when to checkpoint"}
     )
     save_total_limit: int | None = field(default=2, metadata={"help": "checkpoints kept"})
-    load_best_model_at_end: bool = field(default=True, metadata={"help": "keep the best epoch"})
+    # None ("auto"): on whenever there are evaluations to pick from, off with --eval_strategy no.
+    load_best_model_at_end: bool | None = field(
+        default=None,
+        metadata={
+            "help": "end with the checkpoint that scored best on validation "
+            "(default: on, off with --eval_strategy no)"
+        },
+    )
     # The validation split, carved from train, picks the best checkpoint: never a test set.
     metric_for_best_model: str | None = field(
         default="validation_top1_accuracy",
@@ -151,6 +167,14 @@ class KoinTrainingArguments(TrainingArguments):
             "default they are scored once, from the chosen checkpoint, at the end"
         },
     )
+    # koin-hf's own flag (transformers 5 removed its namesake): see training/output_dir.py.
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "replace what --output_dir holds (another run's files are removed first); "
+            "without it, a folder holding another run or files koin-hf did not write is refused"
+        },
+    )
 
     def __post_init__(self) -> None:
         # On a machine without an accelerator, transformers only treats a torchrun/accelerate
@@ -159,7 +183,31 @@ class KoinTrainingArguments(TrainingArguments):
         # --multi_gpu --num_processes 2 train.py` is a real gloo DDP run on CPUs too.
         if not self.use_cpu and not _has_accelerator():
             self.use_cpu = True
-        super().__post_init__()
+        load_best_by_default = self.load_best_model_at_end is None
+        evaluates = str(getattr(self.eval_strategy, "value", self.eval_strategy)) != "no"
+        if load_best_by_default:
+            self.load_best_model_at_end = evaluates
+            if not evaluates:
+                logger.info(
+                    "--eval_strategy no: no evaluations to pick the best checkpoint from, so the "
+                    "saved model is the last step's (--load_best_model_at_end is off)"
+                )
+                if str(getattr(self.save_strategy, "value", self.save_strategy)) != "best":
+                    self.metric_for_best_model = None
+        elif self.load_best_model_at_end and not evaluates:
+            raise KoinError(
+                "--load_best_model_at_end needs evaluations to pick from: drop it, or set "
+                "--eval_strategy to epoch or steps"
+            )
+        try:
+            super().__post_init__()
+        except ValueError as err:
+            if load_best_by_default and "load_best_model_at_end" in str(err):
+                raise ValueError(
+                    f"{err} (koin-hf turns --load_best_model_at_end on by default; pass "
+                    "--load_best_model_at_end false to save the last step's model instead)"
+                ) from err
+            raise
 
 
 def _has_accelerator() -> bool:
@@ -195,15 +243,24 @@ def _file_to_argv(path: Path) -> list[str]:
 
 
 # Flags of transformers' example scripts that transformers 5 removed, and what to do instead.
+# (--overwrite_output_dir, also removed there, is koin-hf's own flag again.)
 REMOVED_FLAGS = {
-    "--overwrite_output_dir": "removed in transformers 5: an existing --output_dir is written "
-    "into; to continue a run, pass --resume_from_checkpoint last",
+    "--evaluation_strategy": "renamed --eval_strategy, and removed under the old name in "
+    "transformers 5",
 }
 
 
+class _TrainArgumentParser(HfArgumentParser):
+    """HfArgumentParser whose mistakes (a bad value, a bad choice) are a KoinError, not usage text."""
+
+    def error(self, message: str):
+        raise KoinError(message)
+
+
 def parse_arguments(
-    argv: list[str] | None = None,
+    argv: list[str] | None = None, prog: str | None = None
 ) -> tuple[ModelArguments, DataArguments, KoinTrainingArguments]:
+    """train.py's arguments, validated (`validate_arguments`); a KoinError for any mistake."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # Leading argument files are applied in order (e.g. a family preset, then a protocol preset);
     # flags after them override both.
@@ -212,18 +269,112 @@ def parse_arguments(
         file_argv += _file_to_argv(Path(argv.pop(0)))
     argv = file_argv + argv
     # No abbreviations: argparse would silently read --learning_rat as --learning_rate.
-    parser = HfArgumentParser(ARGUMENT_CLASSES, allow_abbrev=False)
-    model_args, data_args, training_args, unknown = parser.parse_args_into_dataclasses(
-        args=argv, return_remaining_strings=True
-    )
+    parser = _TrainArgumentParser(ARGUMENT_CLASSES, prog=prog, allow_abbrev=False)
+    try:
+        model_args, data_args, training_args, unknown = parser.parse_args_into_dataclasses(
+            args=argv, return_remaining_strings=True
+        )
+    except KoinError:
+        raise
+    except ValueError as err:  # TrainingArguments.__post_init__'s own checks, several lines
+        raise KoinError(f"invalid training arguments: {_one_line(str(err))}") from None
     if unknown:
         raise KoinError(
             unknown_arguments_message(
                 unknown,
                 list(parser._option_string_actions),
-                help_command="python train.py",
+                help_command="python train.py" if prog in (None, "train.py") else prog,
                 removed=REMOVED_FLAGS,
                 where="on the command line or in an argument file",
             )
         )
+    validate_arguments(model_args, data_args, training_args)
     return model_args, data_args, training_args
+
+
+def _one_line(message: str) -> str:
+    """transformers' multi-line messages ("... but found\n- Evaluation strategy: ...") as one."""
+    lines = (line.strip() for line in message.splitlines())
+    return " ".join(line.removeprefix("- ") for line in lines if line)
+
+
+def validate_arguments(
+    model_args: ModelArguments, data_args: DataArguments, training_args: KoinTrainingArguments
+) -> None:
+    """Refuse, before any work, values that would crash later or train silently wrong.
+
+    transformers checks its own combinations in `TrainingArguments.__post_init__`; these are the
+    ones it leaves to a traceback deep inside torch or peft, or lets run (zero epochs, a zero
+    learning rate, zero shots meaning "all of them").
+    """
+    for problem in _argument_problems(model_args, data_args, training_args):
+        raise KoinError(problem)
+
+
+def _argument_problems(model_args, data_args, training_args):
+    args = training_args
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size"):
+        if getattr(args, name) < 1:
+            yield f"--{name} must be at least 1, got {getattr(args, name)}"
+    if args.gradient_accumulation_steps < 1:
+        yield f"--gradient_accumulation_steps must be at least 1, got {args.gradient_accumulation_steps}"
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        yield f"--learning_rate must be a finite number above 0, got {args.learning_rate}"
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        yield f"--weight_decay must be a finite number of at least 0, got {args.weight_decay}"
+    if not math.isfinite(args.warmup_steps):
+        yield f"--warmup_steps must be a finite number, got {args.warmup_steps}"
+    if args.max_steps == 0 or args.max_steps < -1:
+        yield (
+            f"--max_steps must be a positive number of steps (or -1, the default, to train for "
+            f"--num_train_epochs), got {args.max_steps}"
+        )
+    elif args.max_steps == -1 and not (
+        math.isfinite(args.num_train_epochs) and args.num_train_epochs > 0
+    ):
+        yield (
+            f"--num_train_epochs must be above 0 (or set --max_steps), got {args.num_train_epochs}"
+        )
+    if args.dataloader_num_workers < 0:
+        yield f"--dataloader_num_workers must be at least 0, got {args.dataloader_num_workers}"
+    evaluates = args.eval_strategy.value != "no"
+    if args.early_stopping_patience is not None:
+        if args.early_stopping_patience < 1:
+            yield f"--early_stopping_patience must be at least 1, got {args.early_stopping_patience}"
+        elif not evaluates or not args.metric_for_best_model:
+            yield (
+                "--early_stopping_patience needs evaluations to compare: set --eval_strategy to "
+                "epoch or steps (and keep --metric_for_best_model)"
+            )
+    if args.save_strategy.value == "best" and not evaluates:
+        yield "--save_strategy best needs evaluations: set --eval_strategy to epoch or steps"
+
+    if model_args.lora and model_args.freeze_backbone:
+        yield "choose one of --lora and --freeze_backbone"
+    if model_args.lora_r < 1:
+        yield f"--lora_r must be at least 1, got {model_args.lora_r}"
+    if not (math.isfinite(model_args.lora_alpha) and model_args.lora_alpha > 0):
+        yield f"--lora_alpha must be above 0, got {model_args.lora_alpha}"
+    if not 0 <= model_args.lora_dropout < 1:
+        yield f"--lora_dropout must be at least 0 and below 1, got {model_args.lora_dropout}"
+
+    data = data_args
+    if not 0 < data.train_val_split < 1:
+        yield f"--train_val_split must be between 0 and 1 (exclusive), got {data.train_val_split}"
+    if data.shots_per_class is not None and data.shots_per_class < 1:
+        yield (
+            f"--shots_per_class must be at least 1, got {data.shots_per_class} "
+            "(leave it out to train on every image)"
+        )
+    if data.max_eval_samples is not None and data.max_eval_samples < 1:
+        yield f"--max_eval_samples must be at least 1, got {data.max_eval_samples}"
+    if data.synthetic_num_classes < 2:
+        yield f"--synthetic_num_classes must be at least 2, got {data.synthetic_num_classes}"
+    if data.shuffle_buffer_size < 1:
+        yield f"--shuffle_buffer_size must be at least 1, got {data.shuffle_buffer_size}"
+    if data.dataset_name is not None and not data.dataset_name.strip():
+        yield "--dataset_name is empty"
+    if data.streaming and data.shots_per_class:
+        yield "--shots_per_class needs the whole train split: drop --streaming"
+    if data.streaming and args.max_steps <= 0:
+        yield "--streaming needs --max_steps: a stream has no length to count epochs by"

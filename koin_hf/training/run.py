@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -25,7 +26,6 @@ import torch
 import transformers
 from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
 from transformers.trainer import TRAINING_ARGS_NAME
-from transformers.trainer_utils import get_last_checkpoint
 
 from koin_hf.data import transforms
 from koin_hf.errors import KoinError
@@ -41,7 +41,8 @@ from koin_hf.training.arguments import (
     ModelArguments,
     parse_arguments,
 )
-from koin_hf.training.publishing import push_trained_model, take_hub_settings
+from koin_hf.training.output_dir import claimed_output_dir
+from koin_hf.training.publishing import HubSettings, push_trained_model, take_hub_settings
 from koin_hf.training.splits import load_splits
 from koin_hf.training.trainer import (
     AugmentationClockCallback,
@@ -88,8 +89,6 @@ def _prepare_model(model_args: ModelArguments, names: list[str], seed: int):
     )
     if model_args.zero_shot_head_init:
         _init_head_from_class_names(model, family, model_args, names)
-    if model_args.lora and model_args.freeze_backbone:
-        raise KoinError("choose one of --lora and --freeze_backbone")
     if model_args.lora:
         config = lora.lora_config(
             family,
@@ -116,10 +115,6 @@ def _base_model(model_name_or_path: str, family: ModelFamily) -> str:
     if model_name_or_path == family.name:
         return family.default_checkpoint
     return model_name_or_path
-
-
-def _method(model_args: ModelArguments) -> str:
-    return "lora" if model_args.lora else "linear_probe" if model_args.freeze_backbone else "full"
 
 
 def _precision(args: KoinTrainingArguments) -> str:
@@ -205,11 +200,26 @@ def build_trainer(
 def run_training(
     model_args: ModelArguments, data_args: DataArguments, training_args: KoinTrainingArguments
 ) -> dict[str, float]:
-    """Train, evaluate, save; return every final metric (also in OUTPUT_DIR/all_results.json)."""
-    started = time.time()
+    """Train, evaluate, save; return every final metric (also in OUTPUT_DIR/all_results.json).
+
+    The output folder is claimed for the whole run first (training/output_dir.py): a second
+    run into it, or a folder holding a different run, is refused before any data is read.
+    """
     if training_args.output_dir in (None, "trainer_output"):
         training_args.output_dir = _default_output_dir(model_args.model_name_or_path)
     hub = take_hub_settings(training_args)  # before anything saves the args: no token on disk
+    with claimed_output_dir(model_args, data_args, training_args) as checkpoint:
+        return _train_in_claimed_dir(model_args, data_args, training_args, checkpoint, hub)
+
+
+def _train_in_claimed_dir(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: KoinTrainingArguments,
+    checkpoint: str | None,
+    hub: HubSettings | None,
+) -> dict[str, float]:
+    started = time.time()
     set_seed(training_args.seed)
     with training_args.main_process_first(desc="preparing the dataset"):
         dataset_name, names, train, eval_sets = load_splits(data_args, training_args)
@@ -237,13 +247,6 @@ def run_training(
         _scored_during_training(eval_sets, training_args),
         clock,
     )
-    checkpoint = training_args.resume_from_checkpoint
-    if checkpoint in ("last", "latest", "true", "True"):
-        checkpoint = get_last_checkpoint(training_args.output_dir)
-        if checkpoint is None:
-            raise KoinError(
-                f"--resume_from_checkpoint last: no checkpoint in {training_args.output_dir}"
-            )
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = dict(train_result.metrics)
     # Every set, once, from the chosen checkpoint (load_best_model_at_end has loaded it).
@@ -257,7 +260,7 @@ def run_training(
     record = RunRecord(
         family=family.name,
         base_model=_base_model(model_args.model_name_or_path, family),
-        method=_method(model_args),
+        method=model_args.method,
         lora=LoraSettings(
             r=model_args.lora_r,
             alpha=model_args.lora_alpha,
@@ -338,7 +341,7 @@ def use_all_cpu_cores() -> None:
         logger.info("using %d CPU threads per process (accelerate launch had set 1)", threads)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "train.py") -> int:
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
     )
@@ -347,8 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     use_all_cpu_cores()
     datasets.utils.logging.set_verbosity_warning()
     try:
-        run_training(*parse_arguments(argv))
+        run_training(*parse_arguments(argv, prog=prog))
     except KoinError as err:
-        print(f"train.py: error: {err}")
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     return 0

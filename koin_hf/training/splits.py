@@ -12,7 +12,7 @@ from typing import Any
 
 from koin_hf.data import loading
 from koin_hf.data.default_dataset import ensure_default_dataset
-from koin_hf.data.sampling import sample_few_shot, stratified_split
+from koin_hf.data.sampling import sample_few_shot, stratified_sample, stratified_split
 from koin_hf.errors import KoinError
 from koin_hf.training.arguments import DataArguments, KoinTrainingArguments
 
@@ -30,8 +30,21 @@ def load_splits(data_args: DataArguments, training_args: KoinTrainingArguments):
     else:
         train, validation = _train_and_validation(dataset_name, data_args, training_args.seed)
         names = loading.label_names(train, data_args.label_column_name)
+    if validation is not None and len(validation) == 0:
+        # Trainer would fail at the first evaluation, looking for validation_top1_accuracy.
+        raise KoinError(
+            f"the validation split of {dataset_name} ({data_args.dataset_config_name}) is empty: "
+            "a class needs at least 2 training images for one to be held out"
+        )
     eval_sets = {"validation": validation} if validation is not None else {}
     eval_sets.update(_test_sets(dataset_name, data_args, names))
+    if data_args.max_eval_samples:
+        eval_sets = {
+            name: stratified_sample(
+                dataset, data_args.max_eval_samples, training_args.seed, data_args.label_column_name
+            )
+            for name, dataset in eval_sets.items()
+        }
     return dataset_name, names, train, eval_sets
 
 
@@ -77,10 +90,7 @@ def _streamed_train(
     sampling and the carved validation split are not available; a `validation` split the dataset
     ships is used, otherwise the final model is the last step's.
     """
-    if data_args.shots_per_class:
-        raise KoinError("--shots_per_class needs the whole train split: drop --streaming")
-    if training_args.max_steps is None or training_args.max_steps <= 0:
-        raise KoinError("--streaming needs --max_steps: a stream has no length to count epochs by")
+    # --shots_per_class and a missing --max_steps were refused with the arguments.
     train_dict = _train_split(dataset_name, data_args, streaming=True)
     train = train_dict["train"].shuffle(
         seed=training_args.seed, buffer_size=data_args.shuffle_buffer_size
@@ -115,7 +125,5 @@ def _test_sets(dataset_name: str, data_args: DataArguments, names: list[str]) ->
             raise KoinError(
                 f"the {config!r} config of {dataset_name} has other class names than the training config"
             )
-        if data_args.max_eval_samples:
-            test = test.select(range(min(len(test), data_args.max_eval_samples)))
         test_sets[config] = test
     return test_sets

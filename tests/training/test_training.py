@@ -155,7 +155,7 @@ def test_bad_input_fails_before_training_with_one_sentence(
         "vit-tiny",
     ]
     assert main([*argv, *extra]) == 2
-    err = capsys.readouterr().out
+    err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "o" / "checkpoint-1").exists()
 
@@ -341,10 +341,11 @@ def test_zero_shot_head_init_starts_clip_from_the_class_names(prepared, tmp_path
 
 
 def test_early_stopping_with_bf16_and_gradient_accumulation(prepared, tmp_path):
-    # A zero learning rate never improves validation, so patience 1 stops at the second evaluation.
+    # A learning rate of 1e-12 (0 is refused) never changes a prediction, so validation accuracy
+    # never improves and patience 1 stops at the second evaluation.
     out = tmp_path / "early"
     train(prepared, out, "--max_steps", "20", "--eval_strategy", "steps", "--eval_steps", "1",
-          "--save_strategy", "steps", "--save_steps", "1", "--learning_rate", "0",
+          "--save_strategy", "steps", "--save_steps", "1", "--learning_rate", "1e-12",
           "--early_stopping_patience", "1", "--gradient_accumulation_steps", "2", "--bf16", "true")  # fmt: skip
     info = RunRecord.load(out)
     assert info.global_steps == 2

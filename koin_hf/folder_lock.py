@@ -183,3 +183,21 @@ def current_umask() -> int:
 def give_umask_mode(path: str | os.PathLike, base_mode: int = 0o666) -> None:
     """chmod a file made by `tempfile.mkstemp` (always 0600) to what a plain open() makes."""
     os.chmod(path, base_mode & ~current_umask())
+
+
+def follow_umask(folder: str | os.PathLike) -> None:
+    """Give every file and folder under `folder` (itself included) the modes the umask allows.
+
+    safetensors writes weights through a temporary file, mode 0600 whatever the umask: a model
+    folder on shared storage would show its config to colleagues but not its weights. Called on
+    folders koin-hf has just written. Symbolic links are left alone.
+    """
+    mask = current_umask()
+    root = Path(folder)
+    if not root.is_dir() or root.is_symlink():
+        return
+    os.chmod(root, 0o777 & ~mask)
+    for path in root.rglob("*"):
+        if path.is_symlink():
+            continue
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)

@@ -17,7 +17,7 @@ import torch
 import transformers
 from transformers import BaseImageProcessor, PretrainedConfig, TimmWrapperConfig
 
-from koin_hf.folder_lock import staging_folder_beside
+from koin_hf.folder_lock import follow_umask, staging_folder_beside
 
 logger = logging.getLogger(__name__)
 
@@ -228,6 +228,7 @@ def lite0_checkpoint_dir() -> Path:
     staging = staging_folder_beside(directory)  # with the user's umask, unlike mkdtemp
     try:
         _build_lite0_checkpoint(staging)
+        follow_umask(staging)  # safetensors writes its file 0600
         try:
             os.replace(staging, directory)
         except OSError:  # another process finished first

@@ -29,6 +29,7 @@ from transformers.trainer import TRAINING_ARGS_NAME
 
 from koin_hf.data import transforms
 from koin_hf.errors import KoinError
+from koin_hf.folder_lock import follow_umask
 from koin_hf.models import lora
 from koin_hf.models.loading import load_model_and_processor
 from koin_hf.models.registry import ModelFamily
@@ -47,6 +48,7 @@ from koin_hf.training.splits import load_splits
 from koin_hf.training.trainer import (
     AugmentationClockCallback,
     KoinTrainer,
+    UmaskCallback,
     compute_metrics_counting_samples,
 )
 from koin_hf.version import __version__
@@ -150,6 +152,7 @@ def _save_outputs(trainer, model_args, training_args, processor, record: RunReco
         # What Trainer.save_model writes beside the weights, for whoever reproduces the run.
         torch.save(trainer.args, output_dir / TRAINING_ARGS_NAME)
         record.save(output_dir)
+        follow_umask(output_dir)  # weights and checkpoints are written 0600 by safetensors
 
 
 def _scored_during_training(
@@ -180,7 +183,11 @@ def build_trainer(
     `train` and `eval_sets` already carry their transforms. Benchmarks build it here too, so
     what they time is exactly what train.py runs.
     """
-    callbacks: list[TrainerCallback] = [AugmentationClockCallback(clock), *extra_callbacks]
+    callbacks: list[TrainerCallback] = [
+        AugmentationClockCallback(clock),
+        UmaskCallback(),
+        *extra_callbacks,
+    ]
     if training_args.early_stopping_patience:
         callbacks.append(
             EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from peft import PeftModel
@@ -16,6 +17,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from koin_hf.data import transforms
 from koin_hf.evaluation.metrics import make_compute_metrics
+from koin_hf.folder_lock import follow_umask
 
 logger = logging.getLogger(__name__)
 
@@ -82,3 +84,11 @@ def compute_metrics_counting_samples():
         return {**top_k(prediction), "num_samples": int(len(prediction.label_ids))}
 
     return compute
+
+
+class UmaskCallback(TrainerCallback):
+    """Checkpoints readable as the umask allows (safetensors writes weights 0600)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            follow_umask(Path(args.output_dir) / f"checkpoint-{state.global_step}")

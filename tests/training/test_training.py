@@ -399,3 +399,18 @@ def test_test_sets_are_scored_once_at_the_end_unless_asked_per_epoch(
     # The end of the run scores every set from the chosen checkpoint either way.
     for name in ("validation", "normal", "hard", "group"):
         assert f"eval_{name}_top1_accuracy" in metrics
+
+
+def test_the_output_folder_and_checkpoints_follow_the_umask(prepared, tmp_path):
+    """safetensors writes weights 0600; a model folder on shared storage must be readable."""
+    previous = os.umask(0o022)
+    try:
+        train(prepared, tmp_path / "out", "--max_steps", "2")
+    finally:
+        os.umask(previous)
+    out = tmp_path / "out"
+    checkpoint_weights = list(out.glob("checkpoint-*/model.safetensors"))
+    assert checkpoint_weights, "the run should have kept a checkpoint"
+    for path in [out, *out.rglob("*")]:
+        expected = 0o755 if path.is_dir() else 0o644
+        assert path.stat().st_mode & 0o777 == expected, path

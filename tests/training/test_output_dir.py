@@ -138,7 +138,7 @@ def test_every_file_a_run_writes_is_known_as_koin_output():
 
 def test_a_claimed_folder_refuses_a_second_run_and_resume_is_allowed(tmp_path):
     out = tmp_path / "out"
-    second = pytest.raises(KoinError, match=r"is in use by a train.py run \(pid")
+    second = pytest.raises(KoinError, match=r"is being written by a train.py run \(pid")
     with claim_folder(out, what="a train.py run"), second, claimed_output_dir(*_args(out)):
         pass
     checkpoint = out / "checkpoint-3"

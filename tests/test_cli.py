@@ -87,7 +87,7 @@ MISUSES = {
     "bad float": ("train.py", ["--learning_rate", "fast"], "argument --learning_rate/--learning-rate: invalid float value: 'fast'"),
     "resume from a garbage folder": ("train.py", ["--resume_from_checkpoint", "{garbage}"], "--resume_from_checkpoint {garbage} is not a complete checkpoint: it has no trainer_state.json"),
     "resume from a file": ("train.py", ["--resume_from_checkpoint", "{file}"], "--resume_from_checkpoint {file} is a file"),
-    "resume with nothing to resume": ("train.py", ["--resume_from_checkpoint", "last"], "--resume_from_checkpoint last: no complete checkpoint in {out}"),
+    "resume with nothing to resume": ("train.py", ["--resume_from_checkpoint", "last"], "--resume_from_checkpoint last: {out} does not exist, so there is nothing to resume"),
     "output folder holding another model": ("train.py", ["--output_dir", "{other_model}"], "{other_model} holds another model"),
     "evaluate truncated weights": ("koin evaluate", ["{truncated}", "--dataset", "{garbage}"], "cannot load the model folder {truncated}: model.safetensors is truncated"),
     "evaluate missing weights": ("koin evaluate", ["{no_weights}", "--dataset", "{garbage}"], "cannot load the model folder {no_weights}: there are no model weights (model.safetensors is missing)"),

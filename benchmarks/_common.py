@@ -244,16 +244,17 @@ def random_vit_checkpoint(
     return path, size, f"ViT {'tiny' if quick else 'S/16'} ({parameters / 1e6:.1f} M parameters)"
 
 
-def tree_memory(pid: int) -> tuple[int, int]:
-    """(anonymous, file-backed) resident bytes of a process and its descendants, from /proc."""
+def tree_memory(pid: int) -> tuple[int, int, int]:
+    """Resident bytes of a process and its descendants, from /proc: (anonymous, file-backed,
+    the largest single process's peak so far (VmHWM), as `/usr/bin/time` reports it)."""
     import psutil
 
-    anon = file = 0
+    anon = file = largest_peak = 0
     try:
         processes = [psutil.Process(pid)]
         processes += processes[0].children(recursive=True)
     except psutil.Error:
-        return 0, 0
+        return 0, 0, 0
     for process in processes:
         try:
             status = Path(f"/proc/{process.pid}/status").read_text()
@@ -264,4 +265,39 @@ def tree_memory(pid: int) -> tuple[int, int]:
                 anon += int(line.split()[1]) * 1024
             elif line.startswith(("RssFile:", "RssShmem:")):
                 file += int(line.split()[1]) * 1024
-    return anon, file
+            elif line.startswith("VmHWM:"):
+                largest_peak = max(largest_peak, int(line.split()[1]) * 1024)
+    return anon, file, largest_peak
+
+
+class TreePeaks:
+    """Samples a process tree's resident memory in a thread until the block ends.
+
+    with TreePeaks(process.pid, interval=0.05) as peaks:
+        process.wait()
+    peaks.anon, peaks.file, peaks.total   # bytes: the highest seen of each
+    """
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        import threading
+
+        self.pid, self.interval = pid, interval
+        self.anon = self.file = self.total = self.largest_process = 0
+        self._finished = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._finished.is_set():
+            anon, file, largest_peak = tree_memory(self.pid)
+            self.anon, self.file = max(self.anon, anon), max(self.file, file)
+            self.largest_process = max(self.largest_process, largest_peak)
+            self.total = max(self.total, anon + file)
+            self._finished.wait(self.interval)
+
+    def __enter__(self) -> TreePeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._finished.set()
+        self._thread.join()

@@ -10,8 +10,10 @@ hard and group test sets at the end:
 
 Each runs in a fresh process tree, side by side in one run (alternating order over rounds).
 Measured per run: wall time, user and system CPU time of the whole tree (os.wait4 on the top
-process, which waits for its children), and the peak resident memory of the tree (sampled from
-/proc every 0.2 s, anonymous + file-backed, summed over processes). The recipe runs with glibc's
+process, which waits for its children), and peak resident memory: the largest single process's
+high-water mark (VmHWM, what `/usr/bin/time` reports: the training process) and, beside it, the
+highest total of the tree (sampled from /proc every 0.2 s, summed over processes, so libraries
+mapped by both accelerate's launcher and train.py count twice). The recipe runs with glibc's
 and OpenMP's defaults, as any script would; koin-hf with its own runtime set-up (koin_hf.runtime;
 `--koin-runtime off` switches it off to show what it is worth).
 
@@ -30,18 +32,17 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 from _common import (
+    TreePeaks,
     base_parser,
     interleaved,
     load_average,
     machine_description,
     median,
     random_vit_checkpoint,
-    tree_memory,
     verdict,
     work_dir,
 )
@@ -56,27 +57,22 @@ RUNTIME_VARIABLES = ("GLIBC_TUNABLES", "OMP_WAIT_POLICY", "KOIN_HF_RUNTIME", "OM
 
 def run_measured(command: list[str], log_path: Path, env: dict[str, str]) -> dict[str, float]:
     """Run a command tree to completion: wall, user, sys seconds and peak tree RSS in bytes."""
-    peak = {"rss": 0}
     started = time.perf_counter()
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
-        finished = threading.Event()
-
-        def sample() -> None:
-            while not finished.is_set():
-                peak["rss"] = max(peak["rss"], sum(tree_memory(process.pid)))
-                finished.wait(0.2)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        _, status, usage = os.wait4(process.pid, 0)
-        finished.set()
-        sampler.join()
+        with TreePeaks(process.pid, interval=0.2) as peaks:
+            _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         tail = log_path.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{' '.join(command[:3])} ... failed:\n{tail}")
-    return {"wall": wall, "user": usage.ru_utime, "sys": usage.ru_stime, "rss": peak["rss"]}
+    return {
+        "wall": wall,
+        "user": usage.ru_utime,
+        "sys": usage.ru_stime,
+        "rss": peaks.largest_process,
+        "tree_rss": peaks.total,
+    }
 
 
 def _accuracies(results: dict[str, float], sets: list[str]) -> dict[str, tuple[float, float]]:
@@ -89,12 +85,15 @@ def _accuracies(results: dict[str, float], sets: list[str]) -> dict[str, tuple[f
     return table
 
 
-def _contenders(args, dataset: Path, model: str | None, root: Path, env: dict[str, str]):
+def _contenders(
+    args, dataset: Path, model: str | None, sets: list[str], root: Path, env: dict[str, str]
+):
     common = [
         "--num_train_epochs", str(args.epochs),
         "--per_device_train_batch_size", str(args.batch_size),
         "--learning_rate", str(args.learning_rate),
         "--seed", str(args.seed),
+        "--eval_config_names", *sets,
     ]  # fmt: skip
     if args.max_steps:
         common += ["--max_steps", str(args.max_steps)]
@@ -108,7 +107,7 @@ def _contenders(args, dataset: Path, model: str | None, root: Path, env: dict[st
         command += [str(REPO / "train.py"), "--dataset_name", str(dataset), "--output_dir"]
         command += [str(out), *koin_model, *common]
         measured = run_measured(command, root / "koin.log", koin_env)
-        return measured | {"results": json.loads((out / "all_results.json").read_text())}
+        return Run(measured, results=json.loads((out / "all_results.json").read_text()))
 
     def recipe() -> dict:
         out = root / "recipe"
@@ -119,15 +118,22 @@ def _contenders(args, dataset: Path, model: str | None, root: Path, env: dict[st
         command = [sys.executable, str(RECIPE), "--dataset_name", str(dataset)]
         command += ["--model_name_or_path", checkpoint, "--output_dir", str(out), *common]
         measured = run_measured(command, root / "recipe.log", env)
-        return measured | {"results": json.loads((out / "test_results.json").read_text())}
+        return Run(measured, results=json.loads((out / "test_results.json").read_text()))
 
     return {KOIN: koin, PLAIN: recipe}
+
+
+class Run(dict):
+    """One contender's measurements and results; printed as its one-line summary."""
+
+    def __str__(self) -> str:
+        return _describe(self)
 
 
 def _describe(run: dict) -> str:
     return (
         f"wall {run['wall']:.0f} s, user {run['user']:.0f} s, sys {run['sys']:.0f} s, "
-        f"peak RSS {run['rss'] / 2**30:.2f} GiB"
+        f"peak RSS {run['rss'] / 2**30:.2f} GiB (whole tree {run['tree_rss'] / 2**30:.2f} GiB)"
     )
 
 
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.learning_rate:g}, seed {args.seed}; koin-hf runtime {args.koin_runtime}\n"
     )
     runs = interleaved(
-        _contenders(args, dataset, model, root, env),
+        _contenders(args, dataset, model, sets, root, env),
         args.rounds,
         log=lambda line: print(line, flush=True),
     )

@@ -38,11 +38,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from _common import base_parser, machine_description, synthetic_raw, tree_memory, work_dir
+from _common import TreePeaks, base_parser, machine_description, synthetic_raw, work_dir
 
 from koin_hf.data.mapped_pages import SWITCH_VARIABLE
 
@@ -109,27 +108,14 @@ def measure(
 
     `kind` is "module" (python -m TARGET) or "path" (python TARGET).
     """
-    peaks = {"anon": 0, "file": 0}
     report = log_path.with_suffix(".memory.json")
     report.unlink(missing_ok=True)
     command = [sys.executable, "-c", RUNNER, str(report), kind, target, *arguments]
     started = time.perf_counter()
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
-        finished = threading.Event()
-
-        def sample() -> None:
-            while not finished.is_set():
-                anon, file = tree_memory(process.pid)
-                peaks["anon"] = max(peaks["anon"], anon)
-                peaks["file"] = max(peaks["file"], file)
-                finished.wait(0.05)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        process.wait()
-        finished.set()
-        sampler.join()
+        with TreePeaks(process.pid) as peaks:
+            process.wait()
     seconds = time.perf_counter() - started
     if process.returncode != 0 or not report.is_file():
         tail = log_path.read_text(errors="replace")[-3000:]
@@ -137,8 +123,8 @@ def measure(
     final = json.loads(report.read_text())
     return {
         "hwm": final["VmHWM"],
-        "anon": max(peaks["anon"], final["RssAnon"]),
-        "file": max(peaks["file"], final["RssFile"]),
+        "anon": max(peaks.anon, final["RssAnon"]),
+        "file": max(peaks.file, final["RssFile"]),
         "seconds": seconds,
     }
 

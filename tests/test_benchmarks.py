@@ -63,3 +63,14 @@ def test_memory_benchmark_measures_prepare_and_train_subprocesses(work_dir, monk
     assert "train.py, 2nd run: peak RSS" in out
     assert "page release on " in out and "page release off" in out
     assert "time with / without:" in out
+
+
+def test_end_to_end_benchmark_runs_koin_and_the_recipe(work_dir, monkeypatch, capsys):
+    out = _run("bench_end_to_end", work_dir, monkeypatch, capsys)
+    for line in (
+        "koin-hf / recipe (median of the rounds):",
+        "koin-hf sys / user:",
+        "koin-hf peak RSS:",
+    ):
+        assert line in out
+    assert "normal top-1, koin-hf minus recipe:" in out

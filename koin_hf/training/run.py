@@ -48,6 +48,7 @@ from koin_hf.training.splits import load_splits
 from koin_hf.training.trainer import (
     AugmentationClockCallback,
     KoinTrainer,
+    ReleaseMemoryCallback,
     UmaskCallback,
     compute_metrics_counting_samples,
 )
@@ -186,6 +187,7 @@ def build_trainer(
     callbacks: list[TrainerCallback] = [
         AugmentationClockCallback(clock),
         UmaskCallback(),
+        ReleaseMemoryCallback(),
         *extra_callbacks,
     ]
     if training_args.early_stopping_patience:

@@ -18,6 +18,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from koin_hf.data import transforms
 from koin_hf.evaluation.metrics import make_compute_metrics
 from koin_hf.folder_lock import follow_umask
+from koin_hf.runtime import release_free_memory
 
 logger = logging.getLogger(__name__)
 
@@ -92,3 +93,17 @@ class UmaskCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             follow_umask(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+
+class ReleaseMemoryCallback(TrainerCallback):
+    """Hands freed heap pages back before and after each evaluation (see koin_hf.runtime).
+
+    With large blocks kept in the heap, evaluation's batch sizes would otherwise stack on top of
+    the holes training left (measured on Lite0: peak 5.0 GB instead of 4.2 GB).
+    """
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        release_free_memory()  # Trainer evaluates right after this
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        release_free_memory()

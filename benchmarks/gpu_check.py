@@ -6,12 +6,12 @@
         synthetic KoIn (WORK/data, `koin synth` + `koin prepare`); nothing is downloaded.
     python benchmarks/gpu_check.py launch-result NAME OUTPUT_DIR WORK
         steps/s and images/s of a finished train.py run, from its all_results.json.
-    python benchmarks/gpu_check.py throughput NAME WORK --data real|tensors -- TRAIN_ARGS...
-        the Trainer train.py builds (same arguments, same model and collator), fed either the real
+    python benchmarks/gpu_check.py throughput NAME WORK --data real|tensors [--warmup N] -- ARGS
+        the Trainer train.py builds from train.py's ARGS (same model and collator), fed either the real
         training data path (prepared parquet, koin-hf's decode and augmentation in DataLoader
         workers) or pre-made normalised tensors held in memory; steady-state images/s from the
-        intervals between optimizer-step ends, after the warm-up steps (which include
-        torch.compile's compilation; its time is reported apart).
+        time from the end of the warm-up steps (which include torch.compile's compilation, reported
+        apart as the first step's time) to the end of the last step.
     python benchmarks/gpu_check.py summary WORK
         every part's numbers, the ratios, and the parts that failed.
 
@@ -34,7 +34,7 @@ from koin_hf.runtime import configure_process
 
 # (classes, train photos per class, test photos per class): sized so an epoch is a few hundred
 # GPU steps' worth of decoding, generated in seconds; the tiny set only has to run.
-DATASET = {"full": (20, 100, 2), "tiny": (4, 6, 2)}
+DATASET = {"full": (50, 100, 2), "tiny": (4, 6, 2)}
 
 
 def _results(work: Path) -> Path:
@@ -136,9 +136,10 @@ def throughput(name: str, work: Path, data_kind: str, warmup: int, train_args: l
         model, processor, _, _ = _prepare_model(model_args, names, training_args.seed)
         clock = transforms.AugmentationClock(training_args.seed)
         if data_kind == "real":  # what run_training does to the train split
-            train = train.cast_column(data_args.image_column_name, datasets.Image(decode=False))
+            image, label = data_args.image_column_name, data_args.label_column_name
+            train = train.cast_column(image, datasets.Image(decode=False))
             train = transforms.apply_transform(
-                train, transforms.make_train_transform(processor, clock=clock)
+                train, transforms.make_train_transform(processor, image, label, clock=clock)
             )
         else:
             sys.path.insert(0, str(Path(__file__).parent))
@@ -153,8 +154,10 @@ def throughput(name: str, work: Path, data_kind: str, warmup: int, train_args: l
 
         class StepClock(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()  # the step's kernels have finished
+                # Wait for the GPU only where the timing starts and ends: a wait at every step
+                # would stop the host from queueing the next step while this one runs.
+                if torch.cuda.is_available() and state.global_step in (warmup + 1, state.max_steps):
+                    torch.cuda.synchronize()
                 ends.append(time.perf_counter())
 
         trainer = build_trainer(
@@ -248,16 +251,17 @@ def main(argv: list[str] | None = None) -> int:
     speed.add_argument("work", type=Path)
     speed.add_argument("--data", choices=["real", "tensors"], required=True)
     speed.add_argument("--warmup", type=int, default=10, help="steps left out of the timing")
-    speed.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then train.py arguments")
     last = commands.add_parser("summary")
     last.add_argument("work", type=Path)
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `throughput ... -- TRAIN_ARGS`: everything after -- goes to train.py's argument parser.
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, train_args = parser.parse_args(argv[:split]), argv[split + 1 :]
     if args.command == "inputs":
         make_inputs(args.work, args.tiny)
     elif args.command == "launch-result":
         launch_result(args.name, args.output_dir, args.work)
     elif args.command == "throughput":
-        train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
         throughput(args.name, args.work, args.data, args.warmup, train_args)
     else:
         return summary(args.work)

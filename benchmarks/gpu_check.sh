@@ -59,7 +59,8 @@ if [[ "$DRY_RUN" == 1 ]]; then
     DEVICE_ARGS=(--use_cpu true)
     LAUNCH_PRECISION=no
     DDP_PROCESSES=2
-    DDP_LAUNCH=(--multi_gpu --cpu --num_processes 2)
+    # accelerate refuses --multi_gpu with --cpu; this config is its documented 2-CPU-process DDP.
+    DDP_LAUNCH=(--config_file configs/accelerate/cpu_2proc.yaml --num_processes 2)
 else
     STEPS=${STEPS:-300}
     BATCH=${BATCH:-128}
@@ -74,14 +75,25 @@ else
     DDP_LAUNCH=(--multi_gpu --num_processes "$GPUS")
 fi
 
-echo "== gpu_check: $([[ "$DRY_RUN" == 1 ]] && echo "DRY RUN on the CPU" || echo "$GPUS GPU(s)"), $CORES CPU cores, work dir $WORK =="
+if [[ "$DRY_RUN" == 1 ]]; then
+    MACHINE="DRY RUN on the CPU"
+else
+    MACHINE="$GPUS GPU(s)"
+fi
+echo "== gpu_check: $MACHINE, $CORES CPU cores, work dir $WORK =="
 if [[ "$GPUS" -gt 0 ]]; then
     nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
 fi
-"$PYTHON" -c "import torch, transformers, accelerate; print(f'torch {torch.__version__} (CUDA {torch.version.cuda}, available: {torch.cuda.is_available()}), transformers {transformers.__version__}, accelerate {accelerate.__version__}')"
-echo "settings: STEPS=$STEPS BATCH=$BATCH (per process) WORKERS=$WORKERS WARMUP=$WARMUP COMPILE_BACKEND=$COMPILE_BACKEND"
+"$PYTHON" -c "
+import accelerate, torch, transformers
+print(f'torch {torch.__version__} (CUDA {torch.version.cuda}, available: '
+      f'{torch.cuda.is_available()}), transformers {transformers.__version__}, '
+      f'accelerate {accelerate.__version__}')"
+echo "settings: STEPS=$STEPS BATCH=$BATCH (per process) WORKERS=$WORKERS WARMUP=$WARMUP" \
+    "COMPILE_BACKEND=$COMPILE_BACKEND"
 if [[ "$DRY_RUN" != 1 && "$GPUS" -eq 0 ]]; then
-    echo "no NVIDIA GPU found (nvidia-smi -L lists none): the GPU parts will fail; use --dry-run to check the script on a CPU"
+    echo "no NVIDIA GPU found (nvidia-smi -L lists none): the GPU parts will fail;" \
+        "use --dry-run to check the script on a CPU"
 fi
 
 RESULTS="$WORK/results"
@@ -120,7 +132,10 @@ TRAIN_ARGS=(
     --dataloader_num_workers "$WORKERS"
     "${DEVICE_ARGS[@]}"
 )
-LAUNCH=("$PYTHON" -m accelerate.commands.launch --num_machines 1 --mixed_precision "$LAUNCH_PRECISION" --dynamo_backend no)
+LAUNCH=(
+    "$PYTHON" -m accelerate.commands.launch
+    --num_machines 1 --mixed_precision "$LAUNCH_PRECISION" --dynamo_backend no
+)
 # train.py as a user runs it, for STEPS steps; no checkpoints or per-epoch evaluation.
 TRAIN_RUN=(
     train.py "${TRAIN_ARGS[@]}"
@@ -142,17 +157,31 @@ launch_part() {
         "$PYTHON" "$HELPER" launch-result "$name" "$WORK/$name" "$WORK"
 }
 
-part launch-single launch_part launch-single --num_processes 1
+if [[ "$DRY_RUN" == 1 ]]; then
+    SINGLE=(--num_processes 1)
+else
+    # One visible GPU: with several, a one-process Trainer would wrap the model in DataParallel.
+    SINGLE=(--num_processes 1 --gpu_ids 0)
+fi
+part launch-single launch_part launch-single "${SINGLE[@]}"
 if [[ "$DDP_PROCESSES" -ge 2 ]]; then
     part launch-ddp launch_part launch-ddp "${DDP_LAUNCH[@]}"
 else
     skip launch-ddp "only $GPUS GPU on this machine; DDP needs at least 2"
 fi
 
-THROUGHPUT=("$PYTHON" "$HELPER" throughput)
+# One GPU for the in-process parts too (several would mean DataParallel).
+if [[ "$DRY_RUN" != 1 ]]; then
+    THROUGHPUT=(env CUDA_VISIBLE_DEVICES=0 "$PYTHON" "$HELPER" throughput)
+else
+    THROUGHPUT=("$PYTHON" "$HELPER" throughput)
+fi
 SPEED_ARGS=("${TRAIN_ARGS[@]}" --max_steps "$STEPS" --logging_steps 1000000)
-part data-path-real "${THROUGHPUT[@]}" data-path-real "$WORK" --data real --warmup "$WARMUP" -- "${SPEED_ARGS[@]}"
-part data-path-tensors "${THROUGHPUT[@]}" data-path-tensors "$WORK" --data tensors --warmup "$WARMUP" -- "${SPEED_ARGS[@]}"
-part compile-on "${THROUGHPUT[@]}" compile-on "$WORK" --data tensors --warmup "$WARMUP" -- "${SPEED_ARGS[@]}" --torch_compile true --torch_compile_backend "$COMPILE_BACKEND"
+part data-path-real "${THROUGHPUT[@]}" data-path-real "$WORK" --data real \
+    --warmup "$WARMUP" -- "${SPEED_ARGS[@]}"
+part data-path-tensors "${THROUGHPUT[@]}" data-path-tensors "$WORK" --data tensors \
+    --warmup "$WARMUP" -- "${SPEED_ARGS[@]}"
+part compile-on "${THROUGHPUT[@]}" compile-on "$WORK" --data tensors \
+    --warmup "$WARMUP" -- "${SPEED_ARGS[@]}" --torch_compile true --torch_compile_backend "$COMPILE_BACKEND"
 
 "$PYTHON" "$HELPER" summary "$WORK"

@@ -8,6 +8,10 @@ timings: those are recorded in benchmarks/RESULTS.md from full-size runs.
 from __future__ import annotations
 
 import importlib
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +24,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @pytest.fixture(scope="module")
 def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One folder for the generated inputs, shared by the four benchmarks like a real cache."""
+    """One folder for the generated inputs, shared by the benchmarks like a real cache."""
     return tmp_path_factory.mktemp("benchmarks")
 
 
@@ -74,3 +78,55 @@ def test_end_to_end_benchmark_runs_koin_and_the_recipe(work_dir, monkeypatch, ca
     ):
         assert line in out
     assert "normal top-1, koin-hf minus recipe:" in out
+
+
+def test_runtime_benchmark_compares_settings_in_fresh_processes(work_dir, monkeypatch, capsys):
+    out = _run("bench_runtime", work_dir, monkeypatch, capsys)
+    assert out.startswith("machine: ")  # the machine first, from a child process
+    for header in ("== a. allocator:", "== b. busy neighbour:", "== c. koin evaluate vs bare"):
+        assert header in out
+    assert "img/s on / off: per round" in out
+    assert re.search(
+        r"runtime on: +sys / user \(whole process\): .*(MET|MISSED) \(target <= 0.1\)", out
+    )
+    assert re.search(r"busy / idle step time, runtime on: .*(MET|MISSED) \(target <= 2.5\)", out)
+    assert "busy / idle step time, runtime off:" in out
+    assert re.search(
+        r"koin evaluate scoring / bare forward, img/s: .*(MET|MISSED) \(target >= 0.9\)", out
+    )
+    assert re.search(r"koin evaluate sys / user \(whole process\): .*(MET|MISSED)", out)
+
+
+def test_gpu_check_dry_run_runs_every_part_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.sh --dry-run: the GPU script's every step, tiny, on the CPU."""
+    env = {**os.environ, "PYTHON": sys.executable, "WORK_DIR": str(tmp_path / "gpu-check")}
+    result = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_check.sh"), "--dry-run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out[-5000:] + result.stderr[-2000:]
+    assert "== gpu_check: DRY RUN on the CPU" in out
+    for part in (
+        "inputs",
+        "launch-single",
+        "launch-ddp",
+        "data-path-real",
+        "data-path-tensors",
+        "compile-on",
+    ):
+        assert f"\n== {part} ==\n" in out
+    assert re.search(r"launch-single: [\d.]+ steps/s", out)
+    assert re.search(r"launch-ddp: [\d.]+ steps/s", out)
+    assert re.search(r"data-path-real: [\d,.]+ images/s", out)
+    assert re.search(r"compile-on: [\d,.]+ images/s.* torch.compile on", out)
+    for ratio in (
+        "data path / in-memory tensors",
+        "torch.compile on / off",
+        "all-GPU DDP / single-GPU",
+    ):
+        assert re.search(rf"{re.escape(ratio)}, images/s[^:]*: [\d.]+\n", out), ratio
+    assert out.rstrip().endswith("parts failed: 0")

@@ -1,4 +1,4 @@
-"""Runtime set-up: the allocator and thread waits of koin_hf.runtime, on and off, in fresh processes.
+"""Runtime set-up: koin_hf.runtime's allocator and thread waits, on and off, in fresh processes.
 
 koin_hf.runtime.configure_process() (called first by train.py and `koin`) keeps large blocks in
 glibc's heap instead of mmap/munmap-ing them every layer, and makes OpenMP threads sleep rather
@@ -22,9 +22,11 @@ c. koin evaluate:  the real command (`python -m koin_hf.cli evaluate MODEL --dat
 
 Every measurement runs in a fresh interpreter (the set-up is per process, and OpenMP reads its
 wait policy when torch loads); this driver never imports torch. User, sys and minor faults are
-the child's own, from os.wait4; peak RSS is the child's VmHWM. GLIBC_TUNABLES, OMP_WAIT_POLICY
-and GOMP_SPINCOUNT are removed from the children's environment, so only the contender's setting
-counts. Contenders run in rotating order, round after round; ratios are taken round by round.
+the child's own (with its reaped children, e.g. DataLoader workers), from os.wait4, and,
+measured inside it, those of its timed loop alone; peak RSS is the child's VmHWM.
+GLIBC_TUNABLES, OMP_WAIT_POLICY and GOMP_SPINCOUNT are removed from the children's environment,
+so only the contender's setting counts. Contenders run in rotating order, round after round;
+ratios are taken round by round.
 
     python benchmarks/bench_runtime.py
     python benchmarks/bench_runtime.py --sections b --thread-variants
@@ -361,7 +363,7 @@ def _log(line: str) -> None:
 def _table(results: dict[str, list[Measurement]], rate: str) -> None:
     """One line per contender: medians over its rounds."""
     print(
-        f"\n{'contender':<32} {rate:>13} {'user s':>7} {'sys s':>7} {'sys/user':>8} "
+        f"\n{'contender':<38} {rate:>13} {'user s':>7} {'sys s':>7} {'sys/user':>8} "
         f"{'M faults':>8} {'loop sys/user':>13} {'peak MiB':>8}"
     )
     for name, runs in results.items():
@@ -374,7 +376,7 @@ def _table(results: dict[str, list[Measurement]], rate: str) -> None:
             shares = [r.result["loop_sys"] / max(r.result["loop_user"], 1e-9) for r in runs]
             loop = f"{median(shares):.3f}"
         print(
-            f"{name:<32} {value:>13} {median([r.user for r in runs]):>7.1f} "
+            f"{name:<38} {value:>13} {median([r.user for r in runs]):>7.1f} "
             f"{median([r.sys for r in runs]):>7.1f} {median([r.sys_share for r in runs]):>8.3f} "
             f"{median([r.minor_faults for r in runs]) / 1e6:>8.2f} {loop:>13} "
             f"{median([r.result['peak_rss'] for r in runs]) / 2**20:>8,.0f}"
@@ -487,8 +489,8 @@ def evaluate_section(args, root: Path, logs: Path) -> None:
     root = logs
     print(
         f"\n== c. koin evaluate vs bare forward: saved lite0 folder, {args.eval_images} prepared "
-        f"test images, batch {args.eval_batch_size}, --num_workers {args.eval_workers}, runtime on, "
-        f"{args.rounds} rounds =="
+        f"test images, batch {args.eval_batch_size}, --num_workers {args.eval_workers}, "
+        f"runtime on, {args.rounds} rounds =="
     )
     output_dir = Path(tempfile.mkdtemp(prefix="evaluate-", dir=root))
     evaluate_command = [

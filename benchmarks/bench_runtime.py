@@ -77,20 +77,18 @@ class Setting:
     interop_threads: int | None = None  # torch.set_num_interop_threads
 
 
-def _allocator_only() -> Setting:
-    """The heap thresholds (from process start, via GLIBC_TUNABLES) without passive waits."""
-    from koin_hf.runtime import _TUNABLES
+def thread_variants() -> dict[str, Setting]:
+    """Other thread settings for section b, to compare with the runtime's passive waits."""
+    from koin_hf.runtime import _TUNABLES  # glibc's heap thresholds, as the runtime sets them
 
-    return Setting("off", {"GLIBC_TUNABLES": _TUNABLES})
-
-
-THREAD_VARIANTS = {
-    "on, 1 torch thread": Setting(threads=1),
-    "on, OMP_WAIT_POLICY=ACTIVE": Setting(env={"OMP_WAIT_POLICY": "ACTIVE"}),
-    "on, GOMP_SPINCOUNT=10000": Setting(env={"GOMP_SPINCOUNT": "10000"}),
-    "on, 1 inter-op thread": Setting(interop_threads=1),
-    "allocator only (default waits)": None,  # built lazily: _allocator_only()
-}
+    return {
+        "on, 1 torch thread": Setting(threads=1),
+        "on, OMP_WAIT_POLICY=ACTIVE": Setting(env={"OMP_WAIT_POLICY": "ACTIVE"}),
+        "on, GOMP_SPINCOUNT=10000": Setting(env={"GOMP_SPINCOUNT": "10000"}),
+        "on, 1 inter-op thread": Setting(interop_threads=1),
+        # The heap thresholds from process start, libgomp's default (spinning) waits.
+        "allocator only (default waits)": Setting("off", {"GLIBC_TUNABLES": _TUNABLES}),
+    }
 
 
 @dataclass
@@ -453,9 +451,7 @@ def busy_section(args, root: Path) -> None:
     )
     settings = {"runtime on": Setting("on"), "runtime off": Setting("off")}
     if args.thread_variants:
-        settings |= {
-            name: setting or _allocator_only() for name, setting in THREAD_VARIANTS.items()
-        }
+        settings |= thread_variants()
     contenders = {}
     for name, setting in settings.items():
         slug = "".join(c if c.isalnum() else "-" for c in name)

@@ -1,4 +1,4 @@
-"""Runtime set-up: the allocator and thread waits of koin_hf.runtime, on and off, in fresh processes.
+"""Runtime set-up: koin_hf.runtime's allocator and thread waits, on and off, in fresh processes.
 
 koin_hf.runtime.configure_process() (called first by train.py and `koin`) keeps large blocks in
 glibc's heap instead of mmap/munmap-ing them every layer, and makes OpenMP threads sleep rather
@@ -22,9 +22,11 @@ c. koin evaluate:  the real command (`python -m koin_hf.cli evaluate MODEL --dat
 
 Every measurement runs in a fresh interpreter (the set-up is per process, and OpenMP reads its
 wait policy when torch loads); this driver never imports torch. User, sys and minor faults are
-the child's own, from os.wait4; peak RSS is the child's VmHWM. GLIBC_TUNABLES, OMP_WAIT_POLICY
-and GOMP_SPINCOUNT are removed from the children's environment, so only the contender's setting
-counts. Contenders run in rotating order, round after round; ratios are taken round by round.
+the child's own (with its reaped children, e.g. DataLoader workers), from os.wait4, and,
+measured inside it, those of its timed loop alone; peak RSS is the child's VmHWM.
+GLIBC_TUNABLES, OMP_WAIT_POLICY and GOMP_SPINCOUNT are removed from the children's environment,
+so only the contender's setting counts. Contenders run in rotating order, round after round;
+ratios are taken round by round.
 
     python benchmarks/bench_runtime.py
     python benchmarks/bench_runtime.py --sections b --thread-variants
@@ -75,20 +77,18 @@ class Setting:
     interop_threads: int | None = None  # torch.set_num_interop_threads
 
 
-def _allocator_only() -> Setting:
-    """The heap thresholds (from process start, via GLIBC_TUNABLES) without passive waits."""
-    from koin_hf.runtime import _TUNABLES
+def thread_variants() -> dict[str, Setting]:
+    """Other thread settings for section b, to compare with the runtime's passive waits."""
+    from koin_hf.runtime import _TUNABLES  # glibc's heap thresholds, as the runtime sets them
 
-    return Setting("off", {"GLIBC_TUNABLES": _TUNABLES})
-
-
-THREAD_VARIANTS = {
-    "on, 1 torch thread": Setting(threads=1),
-    "on, OMP_WAIT_POLICY=ACTIVE": Setting(env={"OMP_WAIT_POLICY": "ACTIVE"}),
-    "on, GOMP_SPINCOUNT=10000": Setting(env={"GOMP_SPINCOUNT": "10000"}),
-    "on, 1 inter-op thread": Setting(interop_threads=1),
-    "allocator only (default waits)": None,  # built lazily: _allocator_only()
-}
+    return {
+        "on, 1 torch thread": Setting(threads=1),
+        "on, OMP_WAIT_POLICY=ACTIVE": Setting(env={"OMP_WAIT_POLICY": "ACTIVE"}),
+        "on, GOMP_SPINCOUNT=10000": Setting(env={"GOMP_SPINCOUNT": "10000"}),
+        "on, 1 inter-op thread": Setting(interop_threads=1),
+        # The heap thresholds from process start, libgomp's default (spinning) waits.
+        "allocator only (default waits)": Setting("off", {"GLIBC_TUNABLES": _TUNABLES}),
+    }
 
 
 @dataclass
@@ -361,7 +361,7 @@ def _log(line: str) -> None:
 def _table(results: dict[str, list[Measurement]], rate: str) -> None:
     """One line per contender: medians over its rounds."""
     print(
-        f"\n{'contender':<32} {rate:>13} {'user s':>7} {'sys s':>7} {'sys/user':>8} "
+        f"\n{'contender':<38} {rate:>13} {'user s':>7} {'sys s':>7} {'sys/user':>8} "
         f"{'M faults':>8} {'loop sys/user':>13} {'peak MiB':>8}"
     )
     for name, runs in results.items():
@@ -374,7 +374,7 @@ def _table(results: dict[str, list[Measurement]], rate: str) -> None:
             shares = [r.result["loop_sys"] / max(r.result["loop_user"], 1e-9) for r in runs]
             loop = f"{median(shares):.3f}"
         print(
-            f"{name:<32} {value:>13} {median([r.user for r in runs]):>7.1f} "
+            f"{name:<38} {value:>13} {median([r.user for r in runs]):>7.1f} "
             f"{median([r.sys for r in runs]):>7.1f} {median([r.sys_share for r in runs]):>8.3f} "
             f"{median([r.minor_faults for r in runs]) / 1e6:>8.2f} {loop:>13} "
             f"{median([r.result['peak_rss'] for r in runs]) / 2**20:>8,.0f}"
@@ -451,9 +451,7 @@ def busy_section(args, root: Path) -> None:
     )
     settings = {"runtime on": Setting("on"), "runtime off": Setting("off")}
     if args.thread_variants:
-        settings |= {
-            name: setting or _allocator_only() for name, setting in THREAD_VARIANTS.items()
-        }
+        settings |= thread_variants()
     contenders = {}
     for name, setting in settings.items():
         slug = "".join(c if c.isalnum() else "-" for c in name)
@@ -487,8 +485,8 @@ def evaluate_section(args, root: Path, logs: Path) -> None:
     root = logs
     print(
         f"\n== c. koin evaluate vs bare forward: saved lite0 folder, {args.eval_images} prepared "
-        f"test images, batch {args.eval_batch_size}, --num_workers {args.eval_workers}, runtime on, "
-        f"{args.rounds} rounds =="
+        f"test images, batch {args.eval_batch_size}, --num_workers {args.eval_workers}, "
+        f"runtime on, {args.rounds} rounds =="
     )
     output_dir = Path(tempfile.mkdtemp(prefix="evaluate-", dir=root))
     evaluate_command = [

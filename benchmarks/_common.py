@@ -26,6 +26,20 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 NUM_CLASSES = 10
 
 
+# train.py flags that leave only the training loop: no evaluation, no checkpoints, no trackers.
+# Benchmarks that time steps add these so saving and scoring never land inside the timed part.
+TRAINING_LOOP_ONLY = [
+    "--eval_strategy",
+    "no",
+    "--save_strategy",
+    "no",
+    "--load_best_model_at_end",
+    "false",
+    "--report_to",
+    "none",
+]
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
     parser = KoinArgumentParser(description=description)
     parser.add_argument(

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from _common import (
     NUM_CLASSES,
+    TRAINING_LOOP_ONLY,
     base_parser,
     interleaved,
     load_average,
@@ -102,14 +103,7 @@ def trainer_run(model_dir: Path, data: PremadeBatches, batch_size: int, steps: i
                     str(batch_size),
                     "--max_steps",
                     str(steps),
-                    "--eval_strategy",
-                    "no",
-                    "--save_strategy",
-                    "no",
-                    "--load_best_model_at_end",
-                    "false",
-                    "--report_to",
-                    "none",
+                    *TRAINING_LOOP_ONLY,
                 ]
             )
             model, processor, _, _ = _prepare_model(model_args, names, training_args.seed)

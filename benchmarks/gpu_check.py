@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import IMAGENET_MEAN, IMAGENET_STD, prepared, synthetic_raw
+from _common import IMAGENET_MEAN, IMAGENET_STD, TRAINING_LOOP_ONLY, prepared, synthetic_raw
 
 from koin_hf.runtime import configure_process
 
@@ -122,14 +122,7 @@ def throughput(name: str, work: Path, data_kind: str, warmup: int, train_args: l
                 *train_args,
                 "--output_dir",
                 output_dir,
-                "--eval_strategy",
-                "no",
-                "--save_strategy",
-                "no",
-                "--load_best_model_at_end",
-                "false",
-                "--report_to",
-                "none",
+                *TRAINING_LOOP_ONLY,
             ]
         )
         _, names, train, _ = load_splits(data_args, training_args)

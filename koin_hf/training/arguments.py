@@ -3,7 +3,9 @@
 Flag names follow transformers' image-classification example (`dataset_name`,
 `dataset_config_name`, `image_column_name`, `label_column_name`, `ignore_mismatched_sizes`,
 every `TrainingArguments` flag) so users' habits carry over; KoIn adds few-shot and LoRA flags.
-A YAML or JSON file may hold the same arguments; flags after it override it.
+A YAML or JSON file may hold the same arguments; flags after it override it. The presets that
+ship in the wheel (`configs/paper/*.yaml`, the package `koin_hf.configs`) are also addressable by
+name: `paper/vit paper/50shot`.
 """
 
 from __future__ import annotations
@@ -222,6 +224,57 @@ def _has_accelerator() -> bool:
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, KoinTrainingArguments)
 
 
+ARGUMENT_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+PRESET_PACKAGE = "koin_hf.configs"
+
+
+def _preset_root():
+    from importlib import resources
+
+    return resources.files(PRESET_PACKAGE)
+
+
+def shipped_presets() -> list[str]:
+    """The preset names that ship with koin-hf (`paper/vit`, `paper/50shot`, ...), sorted."""
+    root = _preset_root()
+    names = []
+    for folder in root.iterdir():
+        if folder.is_dir() and folder.name != "accelerate" and not folder.name.startswith("_"):
+            names += [
+                f"{folder.name}/{entry.name.rsplit('.', 1)[0]}"
+                for entry in folder.iterdir()
+                if entry.name.endswith(ARGUMENT_FILE_SUFFIXES)
+            ]
+    return sorted(names)
+
+
+def resolve_argument_file(value: str) -> Path:
+    """The file a leading positional argument names: a path, else a shipped preset.
+
+    `configs/paper/vit.yaml` is a path in a checkout; from any other folder (a wheel install) the
+    same spelling, `paper/vit.yaml` or plain `paper/vit` reaches the preset that ships in the
+    package. A name that is neither is a KoinError listing the presets.
+    """
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    name = value.removeprefix("configs/")
+    if not name.endswith(ARGUMENT_FILE_SUFFIXES):
+        name += ".yaml"
+    shipped = _preset_root().joinpath(*name.split("/"))
+    if shipped.is_file():
+        return Path(str(shipped))
+    raise KoinError(
+        f"{value!r} is neither an argument file nor a shipped preset; the presets are "
+        f"{', '.join(shipped_presets())} (or pass a path to your own .yaml/.json)"
+    )
+
+
+def _is_argument_file(value: str) -> bool:
+    """A leading positional argument: a .yaml/.json file or a preset name (`paper/vit`)."""
+    return not value.startswith("-") and (value.endswith(ARGUMENT_FILE_SUFFIXES) or "/" in value)
+
+
 def _file_to_argv(path: Path) -> list[str]:
     """Turn a YAML/JSON argument file into flags, so later command-line flags override it."""
     try:
@@ -265,11 +318,20 @@ def parse_arguments(
     # Leading argument files are applied in order (e.g. a family preset, then a protocol preset);
     # flags after them override both.
     file_argv: list[str] = []
-    while argv and argv[0].endswith((".yaml", ".yml", ".json")) and not argv[0].startswith("-"):
-        file_argv += _file_to_argv(Path(argv.pop(0)))
+    while argv and _is_argument_file(argv[0]):
+        file_argv += _file_to_argv(resolve_argument_file(argv.pop(0)))
     argv = file_argv + argv
     # No abbreviations: argparse would silently read --learning_rat as --learning_rate.
-    parser = _TrainArgumentParser(ARGUMENT_CLASSES, prog=prog, allow_abbrev=False)
+    parser = _TrainArgumentParser(
+        ARGUMENT_CLASSES,
+        prog=prog,
+        allow_abbrev=False,
+        usage=f"{prog or 'train.py'} [PRESET_OR_FILE ...] [--flag value ...]",
+        description="Fine-tune an image classifier on KoIn. Leading PRESET_OR_FILE arguments are "
+        "YAML/JSON files of these flags or shipped presets by name, applied in order; flags "
+        "after them override them.",
+        epilog=f"Shipped presets: {', '.join(shipped_presets())}.",
+    )
     try:
         model_args, data_args, training_args, unknown = parser.parse_args_into_dataclasses(
             args=argv, return_remaining_strings=True

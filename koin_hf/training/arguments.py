@@ -169,6 +169,13 @@ class KoinTrainingArguments(TrainingArguments):
             "default they are scored once, from the chosen checkpoint, at the end"
         },
     )
+    keep_checkpoints: bool = field(
+        default=False,
+        metadata={
+            "help": "keep OUTPUT_DIR/checkpoints/ after a successful run (by default it is "
+            "removed: the top of the folder holds the final model)"
+        },
+    )
     # koin-hf's own flag (transformers 5 removed its namesake): see training/output_dir.py.
     overwrite_output_dir: bool = field(
         default=False,

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from koin_hf.data import transforms
 from koin_hf.errors import KoinError
 from koin_hf.folder_lock import follow_umask
+from koin_hf.hub.model_card import write_model_card
 from koin_hf.models import lora
 from koin_hf.models.loading import load_model_and_processor
 from koin_hf.models.registry import ModelFamily
@@ -42,6 +44,7 @@ from koin_hf.training.arguments import (
     ModelArguments,
     parse_arguments,
 )
+from koin_hf.training.checkpoints import checkpoints_dir
 from koin_hf.training.output_dir import claimed_output_dir
 from koin_hf.training.publishing import HubSettings, push_trained_model, take_hub_settings
 from koin_hf.training.splits import load_splits
@@ -153,6 +156,7 @@ def _save_outputs(trainer, model_args, training_args, processor, record: RunReco
         # What Trainer.save_model writes beside the weights, for whoever reproduces the run.
         torch.save(trainer.args, output_dir / TRAINING_ARGS_NAME)
         record.save(output_dir)
+        write_model_card(output_dir)  # README.md: the Hub card, readable before any push
         follow_umask(output_dir)  # weights and checkpoints are written 0600 by safetensors
 
 
@@ -319,6 +323,9 @@ def _train_in_claimed_dir(
     _save_outputs(trainer, model_args, training_args, processor, record)
     if hub and trainer.is_world_process_zero():  # koin push's file selection and card
         push_trained_model(hub, training_args.output_dir)
+    if trainer.is_world_process_zero() and not training_args.keep_checkpoints:
+        # The run succeeded: its checkpoints served resuming and picking the best epoch.
+        shutil.rmtree(checkpoints_dir(training_args.output_dir), ignore_errors=True)
     if trainer.is_world_process_zero():
         print("\n" + results_table(metrics, eval_sets))
         print(f"\nSaved a pipeline-ready model to {training_args.output_dir}")

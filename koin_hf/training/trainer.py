@@ -1,5 +1,6 @@
 """koin-hf's Trainer: the transformers Trainer plus the fixes and hooks KoIn training needs.
 
+- checkpoints go to OUTPUT_DIR/checkpoints/, leaving the top of the folder to the final model;
 - checkpoints are loaded through `from_pretrained` (strict), not Trainer's raw
   `load_state_dict(strict=False)`, which drops renamed layers under transformers 5;
 - the training transform learns the epoch (for reproducible augmentation);
@@ -9,7 +10,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from peft import PeftModel
@@ -19,6 +19,7 @@ from koin_hf.data import transforms
 from koin_hf.evaluation.metrics import make_compute_metrics
 from koin_hf.folder_lock import follow_umask
 from koin_hf.runtime import release_free_memory
+from koin_hf.training.checkpoints import checkpoints_dir
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,11 @@ def load_checkpoint_weights(model: PreTrainedModel, checkpoint: str) -> None:
 
 
 class KoinTrainer(Trainer):
-    """Trainer whose checkpoint loading renames keys (see load_checkpoint_weights)."""
+    """Trainer with checkpoints under checkpoints/, loaded with renamed keys (load_checkpoint_weights)."""
+
+    def _get_output_dir(self, trial: Any) -> str:
+        # Trainer saves, rotates and finds the best checkpoint-N under this folder.
+        return str(checkpoints_dir(super()._get_output_dir(trial)))
 
     def _loads_plain_weights(self, model: Any) -> bool:
         return (
@@ -92,7 +97,7 @@ class UmaskCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            follow_umask(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+            follow_umask(checkpoints_dir(args.output_dir))
 
 
 class ReleaseMemoryCallback(TrainerCallback):

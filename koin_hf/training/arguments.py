@@ -169,6 +169,13 @@ class KoinTrainingArguments(TrainingArguments):
             "default they are scored once, from the chosen checkpoint, at the end"
         },
     )
+    verbose: bool = field(
+        default=False,
+        metadata={
+            "help": "show every log line, progress bar and metric dict of the libraries (by "
+            "default a run prints one line per stage, one training bar and the results table)"
+        },
+    )
     keep_checkpoints: bool = field(
         default=False,
         metadata={

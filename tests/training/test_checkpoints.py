@@ -108,14 +108,20 @@ def test_a_half_written_real_checkpoint_is_skipped(trained, tmp_path, damage):
 def test_resume_last_after_a_kill_mid_save_continues_from_the_complete_one(trained, tmp_path):
     prepared, run = trained
     out = shutil.copytree(run, tmp_path / "run")
-    _truncate(out / "checkpoints" / "checkpoint-2" / "model.safetensors")  # killed while writing step 2
+    _truncate(
+        out / "checkpoints" / "checkpoint-2" / "model.safetensors"
+    )  # killed while writing step 2
     run_training(*parse_arguments(_argv(prepared, out, "--max_steps", "3",
                                         "--resume_from_checkpoint", "last")))  # fmt: skip
-    state = json.loads((out / "checkpoints" / "checkpoint-3" / "trainer_state.json").read_text(encoding="utf-8"))
+    state = json.loads(
+        (out / "checkpoints" / "checkpoint-3" / "trainer_state.json").read_text(encoding="utf-8")
+    )
     assert state["global_step"] == 3
     assert [entry["step"] for entry in state["log_history"] if "eval_validation_loss" in entry] == [
         1,
         2,
         3,
     ]
-    assert checkpoint_problem(out / "checkpoints" / "checkpoint-2") is None  # written again, whole this time
+    assert (
+        checkpoint_problem(out / "checkpoints" / "checkpoint-2") is None
+    )  # written again, whole this time

@@ -173,7 +173,12 @@ def test_interrupted_run_resumes_to_the_same_step_and_metrics(prepared, tmp_path
     resumed = train(
         prepared, interrupted, *common, "--max_steps", "6", "--resume_from_checkpoint", "last"
     )
-    assert read_json(interrupted / "checkpoints" / "checkpoint-6" / "trainer_state.json")["global_step"] == 6
+    assert (
+        read_json(interrupted / "checkpoints" / "checkpoint-6" / "trainer_state.json")[
+            "global_step"
+        ]
+        == 6
+    )
     for key in (
         "eval_normal_top1_accuracy",
         "eval_hard_top3_accuracy",
@@ -219,7 +224,9 @@ def test_best_checkpoint_is_restored_exactly(prepared, tmp_path):
     out = tmp_path / "best"
     train(prepared, out, "--max_steps", "4", "--eval_strategy", "steps", "--eval_steps", "2",
           "--save_strategy", "steps", "--save_steps", "2", "--learning_rate", "5e-3")  # fmt: skip
-    best = read_json(out / "checkpoints" / "checkpoint-4" / "trainer_state.json")["best_model_checkpoint"]
+    best = read_json(out / "checkpoints" / "checkpoint-4" / "trainer_state.json")[
+        "best_model_checkpoint"
+    ]
     saved, expected = (
         load_file(out / "model.safetensors"),
         load_file(Path(best) / "model.safetensors"),
@@ -232,7 +239,9 @@ def test_best_checkpoint_is_restored_exactly(prepared, tmp_path):
 def test_streamed_dataset_trains_through_the_same_path(prepared, tmp_path):
     out = tmp_path / "streamed"
     metrics = train(prepared, out, "--streaming", "--max_steps", "3", "--shuffle_buffer_size", "16")
-    assert read_json(out / "checkpoints" / "checkpoint-3" / "trainer_state.json")["global_step"] == 3
+    assert (
+        read_json(out / "checkpoints" / "checkpoint-3" / "trainer_state.json")["global_step"] == 3
+    )
     assert "eval_validation_top1_accuracy" not in metrics  # a stream has no carved validation split
     assert metrics["eval_hard_num_samples"] == 9
     assert (
@@ -376,7 +385,9 @@ def test_accelerate_single_thread_default_is_undone_on_cpu(monkeypatch):
 
 def _epoch_evaluations(out: Path) -> list[set[str]]:
     """The metric names logged at each evaluation during training (from the last checkpoint)."""
-    checkpoint = max(out.glob("checkpoints/checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    checkpoint = max(
+        out.glob("checkpoints/checkpoint-*"), key=lambda path: int(path.name.split("-")[1])
+    )
     history = read_json(checkpoint / "trainer_state.json")["log_history"]
     by_epoch: dict[float, set[str]] = {}  # Trainer logs each eval set as its own entry
     for entry in history:

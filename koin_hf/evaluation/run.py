@@ -7,7 +7,9 @@ CSVs) and `plots` (PNGs).
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -28,6 +30,8 @@ from koin_hf.evaluation.metrics import (
 from koin_hf.evaluation.report import write_predictions_csv, write_report
 from koin_hf.evaluation.scoring import ImageScorer, ScoredConfig, normalize_name, score_config
 from koin_hf.run_record import RunRecord
+
+logger = logging.getLogger(__name__)
 
 ROBUSTNESS_SHIFTS: tuple[tuple[str, str], ...] = (("normal", "hard"), ("normal", "group"))
 TIE_RULE = (
@@ -205,7 +209,12 @@ def write_outputs(
     for config, one in scored.items():
         write_predictions_csv(one, output_dir / f"predictions_{config}.csv", top)
     figures = {}
-    if plots:
+    if plots and importlib.util.find_spec("matplotlib") is None:
+        logger.warning(
+            "plots skipped: matplotlib is not installed (pip install 'koin-hf[plots]'; "
+            "--no_plots skips them without this note)"
+        )
+    elif plots:
         # matplotlib is imported only when plots are asked for: scoring itself never needs it.
         from koin_hf.evaluation.plots import write_plots
 

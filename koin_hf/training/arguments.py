@@ -454,3 +454,23 @@ def _argument_problems(model_args, data_args, training_args):
         yield "--shots_per_class needs the whole train split: drop --streaming"
     if data.streaming and args.max_steps <= 0:
         yield "--streaming needs --max_steps: a stream has no length to count epochs by"
+    yield from _tracking_problems(args.report_to)
+
+
+# --report_to integrations koin-hf documents, and the module each needs (the [tracking] extra).
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboardX"), "trackio": ("trackio",)}
+
+
+def _tracking_problems(report_to) -> list[str]:
+    """A documented tracker that is not installed: one line naming the extra, not a traceback."""
+    import importlib.util
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    problems = []
+    for name in names:
+        modules = TRACKERS.get(name)
+        if modules and not any(importlib.util.find_spec(module) for module in modules):
+            problems.append(
+                f"--report_to {name} needs {modules[0]}: pip install 'koin-hf[tracking]'"
+            )
+    return problems

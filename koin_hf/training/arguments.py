@@ -193,6 +193,9 @@ class KoinTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        # One flag value names several trackers: `--report_to tensorboard,trackio`.
+        if isinstance(self.report_to, str) and "," in self.report_to:
+            self.report_to = [name.strip() for name in self.report_to.split(",") if name.strip()]
         # On a machine without an accelerator, transformers only treats a torchrun/accelerate
         # multi-process launch as distributed when use_cpu is set; otherwise every process
         # trains alone on its full copy of the data. Default it, so `accelerate launch

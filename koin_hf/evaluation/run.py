@@ -27,7 +27,7 @@ from koin_hf.evaluation.metrics import (
     metric_names,
     top_k_credit,
 )
-from koin_hf.evaluation.report import write_predictions_csv, write_report
+from koin_hf.evaluation.report import display_location, write_predictions_csv, write_report
 from koin_hf.evaluation.scoring import ImageScorer, ScoredConfig, normalize_name, score_config
 from koin_hf.run_record import RunRecord
 
@@ -218,7 +218,14 @@ def write_outputs(
         # matplotlib is imported only when plots are asked for: scoring itself never needs it.
         from koin_hf.evaluation.plots import write_plots
 
-        figures = write_plots(scored, test_sets, results["configs"], output_dir, max_megapixels)
+        figures = write_plots(
+            scored,
+            test_sets,
+            results["configs"],
+            output_dir,
+            max_megapixels,
+            model_name=display_location(results["model"]),
+        )
     write_report(results, figures, output_dir)
 
 

@@ -217,7 +217,7 @@ def build_trainer(
         train_dataset=train,
         eval_dataset=eval_sets,
         data_collator=transforms.collate,
-        compute_metrics=compute_metrics_counting_samples(),
+        compute_metrics=compute_metrics_counting_samples(model.config.num_labels),
         processing_class=processor_for_trainer(processor),  # run.py saves the processor itself
         callbacks=callbacks,
     )

@@ -16,7 +16,7 @@ from peft import PeftModel
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from koin_hf.data import transforms
-from koin_hf.evaluation.metrics import make_compute_metrics
+from koin_hf.evaluation.metrics import DEFAULT_KS, make_compute_metrics
 from koin_hf.folder_lock import follow_umask
 from koin_hf.runtime import release_free_memory
 from koin_hf.training.checkpoints import checkpoints_dir
@@ -78,13 +78,15 @@ class AugmentationClockCallback(TrainerCallback):
         self.clock.epoch = int((state.epoch or 0) + 1e-6)
 
 
-def compute_metrics_counting_samples():
+def compute_metrics_counting_samples(num_labels: int | None = None):
     """Top-1/top-3 plus how many predictions reached the metric.
 
     Under several processes the distributed sampler pads the last batch with duplicates and
     `gather_for_metrics` must drop them; `eval_<set>_num_samples` lets anyone check it did.
+    With fewer classes than a k (two identities), that top-k is left out: it is undefined.
     """
-    top_k = make_compute_metrics()
+    ks = [k for k in DEFAULT_KS if num_labels is None or k <= num_labels] or [1]
+    top_k = make_compute_metrics(ks)
 
     def compute(prediction) -> dict[str, float]:
         return {**top_k(prediction), "num_samples": int(len(prediction.label_ids))}

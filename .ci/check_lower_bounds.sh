@@ -39,7 +39,8 @@ echo "$PINS"
 "$PYTHON" -m venv --system-site-packages "$WORK/venv"
 VPY="$WORK/venv/bin/python"
 # shellcheck disable=SC2086
-"$VPY" -m pip install --quiet $PINS "pytest>=8"
+# The optional extras the tests use, at any version (matplotlib may come from the caller).
+"$VPY" -m pip install --quiet $PINS "pytest>=8" "tensorboard>=2.14"
 # Editable: the tests read the checkout (tests/test_architecture.py, configs/, train.py).
 "$VPY" -m pip install --quiet --no-deps -e "$REPO"
 "$VPY" -m pip list 2>/dev/null | grep -iE "^(transformers|datasets|accelerate|evaluate|huggingface.hub|peft|timm|numpy|pillow|torch) " || true

@@ -134,7 +134,8 @@ def test_default_run_is_quiet_and_leaves_a_clean_model_folder(start, tmp_path):
     lines = log.split("\n")  # a progress bar redraws with \r, within its line
     # trackio prints where its database is and how to open the dashboard: its own notes.
     ours = [line for line in lines if not (line.startswith("* ") or "trackio" in line)]
-    assert len(ours) <= 18, log
+    # 15 on the default run; older dependencies add a deprecation warning or two (149 before).
+    assert len(ours) <= 20, log
     for noise in NOISE:
         assert noise not in log, noise
     for stage in ("data: ", "model: ", "train: ", "score: "):

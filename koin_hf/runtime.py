@@ -39,6 +39,9 @@ import sys
 logger = logging.getLogger(__name__)
 
 SWITCH_VARIABLE = "KOIN_HF_RUNTIME"
+# `logger.info(..., extra=STAGE)` marks a stage line (synthesise, prepare, data, model, train,
+# score): the lines train.py's quiet default shows (koin_hf.training.console).
+STAGE = {"koin_stage": True}
 # 2 GiB - 1: mallopt takes a C int. Blocks up to this size are served from the heap and kept.
 HEAP_BLOCK_LIMIT = 2**31 - 1
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)

@@ -89,8 +89,14 @@ def _save(fig: Figure, path: Path) -> None:
 # Plots
 
 
-def plot_confusion(scored, path: Path) -> None:
-    """Row-normalised confusion matrix, true dataset class x predicted top-1 label."""
+def plot_confusion(
+    scored, path: Path, model_name: str = "", top1_accuracy: float | None = None
+) -> Figure:
+    """Row-normalised confusion matrix, true dataset class x predicted top-1 label.
+
+    The title names the model and its top-1 accuracy, so a figure copied out of its report
+    still says what it shows.
+    """
     names = scored.class_names
     n_classes = len(names)
     model_to_dataset = {int(m): d for d, m in enumerate(_dataset_to_model(scored))}
@@ -120,8 +126,14 @@ def plot_confusion(scored, path: Path) -> None:
                 ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color=color)
     ax.set_xlabel("predicted (top-1)")
     ax.set_ylabel("true class")
-    ax.set_title(f"Confusion matrix: {scored.config} ({len(scored.references)} images)")
+    accuracy = f", top-1 {100 * top1_accuracy:.1f}%" if top1_accuracy is not None else ""
+    model = f"{model_name}: " if model_name else ""
+    ax.set_title(
+        f"{model}{scored.config} ({len(scored.references)} images{accuracy})\n"
+        "confusion matrix, share of each true class"
+    )
     _save(fig, path)
+    return fig
 
 
 def _dataset_to_model(scored) -> np.ndarray:
@@ -130,7 +142,7 @@ def _dataset_to_model(scored) -> np.ndarray:
     return match_labels(scored.model_labels, scored.class_names)
 
 
-def plot_per_class(per_config: Mapping[str, dict], names: list[str], path: Path) -> None:
+def plot_per_class(per_config: Mapping[str, dict], names: list[str], path: Path) -> Figure:
     """Horizontal bars: per-class top-1 accuracy on normal vs hard, sorted by the drop."""
     normal = per_config["normal"]["per_class"]
     hard = per_config["hard"]["per_class"]
@@ -152,21 +164,25 @@ def plot_per_class(per_config: Mapping[str, dict], names: list[str], path: Path)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
     ax.set_xlabel("top-1 accuracy (%)")
-    ax.set_title("Per-class top-1 accuracy: normal vs hard (largest drop first)")
-    ax.legend(loc="lower right")
+    ax.set_title("Per-class top-1 accuracy: normal vs hard (largest drop first)", pad=24)
+    # Outside the axes, above them: inside, the legend covered the bars of the last classes.
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncols=2, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     _save(fig, path)
+    return fig
 
 
 def plot_error_gallery(
     scored, data, path: Path, size: int = GALLERY_SIZE, max_megapixels: float | None = None
 ) -> int:
-    """The most confident top-1 errors: image, true name, predicted top-3 with scores.
+    """The most confident top-1 errors: image, true name and where it ranked, predicted top-3.
 
-    Images are decoded as scoring decoded them (koin-hf's decoder, the same pixel budget).
-    Returns how many errors are shown (0: nothing written).
+    Images are decoded as scoring decoded them (koin-hf's decoder, the same pixel budget). The
+    true name's rank among all the model's labels is in each title; when it is among the
+    top-3 shown, its line is marked. Returns how many errors are shown (0: nothing written).
     """
     order, scores = top_predictions(scored, min(3, len(scored.model_labels)))
+    ranks = true_ranks(scored)
     wrong = np.flatnonzero(order[:, 0] != scored.references)
     if len(wrong) == 0:
         return 0
@@ -195,16 +211,41 @@ def plot_error_gallery(
         ax.set_xticks([])
         ax.set_yticks([])
         true_name = display[scored.dataset_labels[index]]
+        reference = int(scored.references[index])
         lines = [
             f"{rank + 1}. {model_display[order[index, rank]]}  {scores[index, rank]:.2f}"
+            + ("  <- true" if order[index, rank] == reference else "")
             for rank in range(order.shape[1])
         ]
-        ax.set_title(f"true: {true_name}", fontproperties=font, fontsize=9, color="#1a7f37")
+        where = (
+            f"ranked #{ranks[index]} of {len(scored.model_labels)}"
+            if ranks[index]
+            else "not a model label"
+        )
+        ax.set_title(
+            f"true: {true_name} ({where})", fontproperties=font, fontsize=9, color="#1a7f37"
+        )
         ax.set_xlabel("\n".join(lines), fontproperties=font, fontsize=8, color="#b42318")
     fig.suptitle(f"Most confident errors on {scored.config} (top-1 wrong)", fontsize=11)
     fig.tight_layout()
     _save(fig, path)
     return len(shown)
+
+
+def true_ranks(scored) -> np.ndarray:
+    """Each image's true class rank among the model's labels (1 = top-1), 0 when it has none.
+
+    Ties are ranked as pipeline() orders them: a label tied with the true one and listed
+    before it ranks above it (a stable sort on the negated logits).
+    """
+    ranks = np.zeros(len(scored.references), dtype=np.int64)
+    if not len(scored.references):
+        return ranks
+    order = np.argsort(-scored.logits, axis=1, kind="stable")
+    for index, reference in enumerate(scored.references):
+        if reference >= 0:
+            ranks[index] = int(np.flatnonzero(order[index] == reference)[0]) + 1
+    return ranks
 
 
 def write_plots(
@@ -213,12 +254,14 @@ def write_plots(
     per_config: Mapping[str, dict],
     output_dir: Path,
     max_megapixels: float | None = None,
+    model_name: str = "",
 ) -> dict:
     """All plots for the configs present; returns {"confusion": {config: file}, ...}."""
     figures: dict = {"confusion": {}}
     for config, one in scored.items():
         name = f"confusion_{config}.png"
-        plot_confusion(one, output_dir / name)
+        accuracy = per_config.get(config, {}).get("top1_accuracy")
+        plot_confusion(one, output_dir / name, model_name=model_name, top1_accuracy=accuracy)
         figures["confusion"][config] = name
     if "normal" in scored and "hard" in scored:
         names = list(dict.fromkeys(scored["normal"].class_names + scored["hard"].class_names))

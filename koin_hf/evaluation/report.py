@@ -37,13 +37,31 @@ PAPER_RESULTS: tuple[dict[str, str], ...] = (
 )
 
 
+NOT_RECORDED = "–"
+
+
 def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100.0 * value:.2f}%"
+    return NOT_RECORDED if value is None else f"{100.0 * value:.2f}%"
+
+
+def display_location(value: object) -> str:
+    """A model or dataset as a report shows it: a Hub id as it is, a local folder by its name.
+
+    report.md travels (a Hub repo, a pull request, a colleague's mail): an absolute path of
+    this machine means nothing there and tells where the author keeps their files.
+    """
+    if value is None:
+        return NOT_RECORDED
+    text = str(value)
+    path = Path(text).expanduser()
+    if path.is_absolute() or path.exists() or text.startswith((".", "~")):
+        return f"{path.resolve().name or text} (local folder)"
+    return text
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     def clean(cell: object) -> str:
-        return str(cell).replace("|", "\\|")
+        return (NOT_RECORDED if cell is None else str(cell)).replace("|", "\\|")
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(clean(c) for c in row) + " |" for row in rows]
@@ -62,7 +80,12 @@ def _training_summary(model: str) -> list[str]:
         "family", "base_model", "method", "shots_per_class", "zero_shot_head_init",
         "num_train_epochs", "precision", "seed", "dataset", "dataset_config",
     )  # fmt: skip
-    rows = [[key, values[key]] for key in keys if values[key] is not None]
+    locations = ("base_model", "dataset")
+    rows = [
+        [key, display_location(values[key]) if key in locations else values[key]]
+        for key in keys
+        if values[key] is not None
+    ]
     return (
         ["", "Training (from koin_training.json):", "", *_table(["setting", "value"], rows)]
         if rows
@@ -74,12 +97,12 @@ def render_report(results: dict, figures: Mapping) -> str:
     """report.md as a string."""
     configs: dict = results["configs"]
     ks_names = [k for k in next(iter(configs.values())) if k.startswith("top")]
-    lines = [f"# KoIn evaluation: `{results['model']}`", ""]
+    lines = [f"# KoIn evaluation: `{display_location(results['model'])}`", ""]
     mode = results["mode"]
     if mode == "zero-shot":
-        mode += f" (CLIP prompts, template {results['prompt_template']!r}, no training)"
+        mode += f" (CLIP prompts, template {results.get('prompt_template')!r}, no training)"
     lines += [
-        f"- dataset: `{results['dataset']}`, split `{results['split']}`",
+        f"- dataset: `{display_location(results['dataset'])}`, split `{results['split']}`",
         f"- mode: {mode}",
         f"- labels: {results['label_matching']['model_labels']} model labels matched by name to "
         f"{results['label_matching']['dataset_classes']} dataset classes",
@@ -171,7 +194,8 @@ def render_report(results: dict, figures: Mapping) -> str:
             ]
         if "gallery" in figures:
             lines += [
-                f"Most confident errors on {figures['gallery_config']} (true name, predicted top-3):",
+                f"Most confident errors on {figures['gallery_config']} (true name and the rank the "
+                "model gave it, predicted top-3):",
                 "",
                 f"![errors]({figures['gallery']})",
                 "",

@@ -7,7 +7,9 @@ CSVs) and `plots` (PNGs).
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,9 +27,11 @@ from koin_hf.evaluation.metrics import (
     metric_names,
     top_k_credit,
 )
-from koin_hf.evaluation.report import write_predictions_csv, write_report
+from koin_hf.evaluation.report import display_location, write_predictions_csv, write_report
 from koin_hf.evaluation.scoring import ImageScorer, ScoredConfig, normalize_name, score_config
 from koin_hf.run_record import RunRecord
+
+logger = logging.getLogger(__name__)
 
 ROBUSTNESS_SHIFTS: tuple[tuple[str, str], ...] = (("normal", "hard"), ("normal", "group"))
 TIE_RULE = (
@@ -205,11 +209,23 @@ def write_outputs(
     for config, one in scored.items():
         write_predictions_csv(one, output_dir / f"predictions_{config}.csv", top)
     figures = {}
-    if plots:
+    if plots and importlib.util.find_spec("matplotlib") is None:
+        logger.warning(
+            "plots skipped: matplotlib is not installed (pip install 'koin-hf[plots]'; "
+            "--no_plots skips them without this note)"
+        )
+    elif plots:
         # matplotlib is imported only when plots are asked for: scoring itself never needs it.
         from koin_hf.evaluation.plots import write_plots
 
-        figures = write_plots(scored, test_sets, results["configs"], output_dir, max_megapixels)
+        figures = write_plots(
+            scored,
+            test_sets,
+            results["configs"],
+            output_dir,
+            max_megapixels,
+            model_name=display_location(results["model"]),
+        )
     write_report(results, figures, output_dir)
 
 

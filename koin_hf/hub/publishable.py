@@ -153,7 +153,8 @@ def _folder_exclusion(name: str, skip_dirs: tuple[str, ...]) -> str | None:
         return "hidden folder"
     for pattern in skip_dirs:
         if fnmatch.fnmatchcase(name, pattern):
-            return "Trainer checkpoint folder" if pattern == "checkpoint-*" else "skipped folder"
+            checkpoint = pattern in ("checkpoint-*", "checkpoints")
+            return "Trainer checkpoint folder" if checkpoint else "skipped folder"
     return None
 
 

@@ -44,7 +44,7 @@ WEIGHT_FILES = (
     "pytorch_model.bin.index.json",
 )
 # Trainer's own push skips these; so do we (intermediate checkpoints can be many GB).
-SKIPPED_MODEL_DIRS = ("checkpoint-*", "__pycache__")
+SKIPPED_MODEL_DIRS = ("checkpoint-*", "checkpoints", "__pycache__")
 TRAINER_CARD_TAG = "generated_from_trainer"
 NO_TOKEN = "no Hugging Face token found: set HF_TOKEN, pass --token, or run `hf auth login`"
 
@@ -102,7 +102,8 @@ def push_model(
     """Upload a trained model folder with its model card; return the PushResult.
 
     The card: an existing README.md is uploaded as it is, unless `overwrite_card` is set or it is
-    the generic card Trainer writes (tag `generated_from_trainer`); otherwise the koin card is
+    the generic card Trainer writes (tag `generated_from_trainer`) or the card train.py wrote at
+    the end of the run, unedited (re-rendered with the repo id); otherwise the koin card is
     rendered from config.json / koin_training.json / all_results.json and, once the push has
     succeeded, also saved as the folder's README.md. `dry_run`: check and select, upload nothing.
     """
@@ -115,7 +116,12 @@ def push_model(
         selection, folder, list(WEIGHT_FILES), f"model weights ({' or '.join(WEIGHT_FILES[::2])})"
     )
     readme = folder / "README.md"
-    replace_card = overwrite_card or not readme.is_file() or _is_trainer_card(readme)
+    replace_card = (
+        overwrite_card
+        or not readme.is_file()
+        or _is_trainer_card(readme)
+        or _is_untouched_local_card(readme, folder)
+    )
 
     rendered: dict[str, bytes] = {}
 
@@ -244,6 +250,13 @@ def _check_generated(files: dict[str, bytes], secrets: list[str]) -> None:
                 f"the {name} koin-hf generates for this folder would contain the Hub token in use; "
                 "nothing was pushed"
             )
+
+
+def _is_untouched_local_card(readme: Path, folder: Path) -> bool:
+    """The card train.py wrote at the end of the run, unedited: re-rendered with the repo id."""
+    with contextlib.suppress(KoinError, OSError, UnicodeDecodeError, ValueError):
+        return readme.read_text(encoding="utf-8") == render_model_card(folder)
+    return False
 
 
 def _is_trainer_card(readme: Path) -> bool:

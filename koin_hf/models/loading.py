@@ -6,7 +6,10 @@ this module only loads, sets the labels and resizes the processor.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
 
 import torch
 import transformers
@@ -30,6 +33,57 @@ from koin_hf.models.registry import (
     get_family,
     known_families,
 )
+
+logger = logging.getLogger(__name__)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _ReplacedHeadReport(logging.Filter):
+    """Drops transformers' LOAD REPORT when its only rows are the head koin-hf replaces.
+
+    With `ignore_mismatched_sizes`, from_pretrained logs a table flagging the classification
+    head as MISMATCH: that head is replaced on purpose (another number of classes). A report
+    with any other row (a missing or unexpected key, a mismatch outside the head) is kept.
+    """
+
+    def __init__(self, head_modules: tuple[str, ...]) -> None:
+        super().__init__()
+        self.head_modules = set(head_modules)
+        self.dropped = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = _ANSI.sub("", record.getMessage())
+        if "LOAD REPORT" not in message:
+            return True
+        rows = [
+            [cell.strip() for cell in line.split("|")]
+            for line in message.splitlines()
+            if line.count("|") >= 2 and not line.lstrip().startswith("Key")
+        ]
+        if rows and all(
+            len(row) > 1 and row[1] == "MISMATCH" and self.head_modules & set(row[0].split("."))
+            for row in rows
+        ):
+            self.dropped = True
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _replaced_head_report_hidden(family: ModelFamily, hide: bool):
+    if not hide:
+        yield
+        return
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    report_filter = _ReplacedHeadReport(family.head_modules)
+    report_logger.addFilter(report_filter)
+    try:
+        yield
+    finally:
+        report_logger.removeFilter(report_filter)
+    if report_filter.dropped:
+        logger.info("replaced the checkpoint's classification head (another number of classes)")
 
 
 def _label_kwargs(label_names: list[str]) -> dict:
@@ -111,13 +165,16 @@ def load_model_and_processor(
     ignore_mismatched_sizes: bool = True,
     seed: int | None = None,
     image_size: int | None = None,
+    report_replaced_head: bool = True,
 ) -> tuple[PreTrainedModel, BaseImageProcessor, ModelFamily]:
     """A classifier for `label_names`, its image processor and its family.
 
     `model_name_or_path` is a family name (its default checkpoint; `lite0` works offline), a
     `<family>-tiny` random model for offline tests and demos, a Hub id, or a local checkpoint
     folder. The head is re-initialized (seeded by `seed`) when its size differs, if
-    `ignore_mismatched_sizes`; `image_size` overrides the processor's input size.
+    `ignore_mismatched_sizes`; `image_size` overrides the processor's input size. With
+    `report_replaced_head=False`, transformers' load report is left out when the replaced head
+    is all it reports (train.py's quiet default).
     """
     if not label_names:
         raise KoinError("At least one label name is needed to build a classifier.")
@@ -146,11 +203,12 @@ def load_model_and_processor(
                 f"drop --image_size or set it to {native}."
             )
     try:
-        model = family.model_class.from_pretrained(
-            checkpoint,
-            ignore_mismatched_sizes=ignore_mismatched_sizes,
-            **_label_kwargs(label_names),
-        )
+        with _replaced_head_report_hidden(family, not report_replaced_head):
+            model = family.model_class.from_pretrained(
+                checkpoint,
+                ignore_mismatched_sizes=ignore_mismatched_sizes,
+                **_label_kwargs(label_names),
+            )
     except OSError as error:
         raise _load_failed(checkpoint) from error
     except RuntimeError as error:
@@ -174,6 +232,21 @@ def load_model_and_processor(
         if image_size:
             processor = _resized_processor(processor, image_size)
     return use_family_memory_format(model, family), processor, family
+
+
+def save_processor(processor: BaseImageProcessor, folder) -> None:
+    """Save the image processor beside a model, where it has a file of its own.
+
+    A timm model's processor lives in its config.json (`pretrained_cfg`), and
+    TimmWrapperImageProcessor.save_pretrained only warns that it is disabled.
+    """
+    if not isinstance(processor, TimmWrapperImageProcessor):
+        processor.save_pretrained(folder)
+
+
+def processor_for_trainer(processor: BaseImageProcessor) -> BaseImageProcessor | None:
+    """What Trainer may save in each checkpoint: None for a timm processor (see save_processor)."""
+    return None if isinstance(processor, TimmWrapperImageProcessor) else processor
 
 
 def use_family_memory_format(

@@ -3,7 +3,9 @@
 Flag names follow transformers' image-classification example (`dataset_name`,
 `dataset_config_name`, `image_column_name`, `label_column_name`, `ignore_mismatched_sizes`,
 every `TrainingArguments` flag) so users' habits carry over; KoIn adds few-shot and LoRA flags.
-A YAML or JSON file may hold the same arguments; flags after it override it.
+A YAML or JSON file may hold the same arguments; flags after it override it. The presets that
+ship in the wheel (`configs/paper/*.yaml`, the package `koin_hf.configs`) are also addressable by
+name: `paper/vit paper/50shot`.
 """
 
 from __future__ import annotations
@@ -167,6 +169,20 @@ class KoinTrainingArguments(TrainingArguments):
             "default they are scored once, from the chosen checkpoint, at the end"
         },
     )
+    verbose: bool = field(
+        default=False,
+        metadata={
+            "help": "show every log line, progress bar and metric dict of the libraries (by "
+            "default a run prints one line per stage, one training bar and the results table)"
+        },
+    )
+    keep_checkpoints: bool = field(
+        default=False,
+        metadata={
+            "help": "keep OUTPUT_DIR/checkpoints/ after a successful run (by default it is "
+            "removed: the top of the folder holds the final model)"
+        },
+    )
     # koin-hf's own flag (transformers 5 removed its namesake): see training/output_dir.py.
     overwrite_output_dir: bool = field(
         default=False,
@@ -177,6 +193,9 @@ class KoinTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        # One flag value names several trackers: `--report_to tensorboard,trackio`.
+        if isinstance(self.report_to, str) and "," in self.report_to:
+            self.report_to = [name.strip() for name in self.report_to.split(",") if name.strip()]
         # On a machine without an accelerator, transformers only treats a torchrun/accelerate
         # multi-process launch as distributed when use_cpu is set; otherwise every process
         # trains alone on its full copy of the data. Default it, so `accelerate launch
@@ -222,6 +241,57 @@ def _has_accelerator() -> bool:
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, KoinTrainingArguments)
 
 
+ARGUMENT_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+PRESET_PACKAGE = "koin_hf.configs"
+
+
+def _preset_root():
+    from importlib import resources
+
+    return resources.files(PRESET_PACKAGE)
+
+
+def shipped_presets() -> list[str]:
+    """The preset names that ship with koin-hf (`paper/vit`, `paper/50shot`, ...), sorted."""
+    root = _preset_root()
+    names = []
+    for folder in root.iterdir():
+        if folder.is_dir() and folder.name != "accelerate" and not folder.name.startswith("_"):
+            names += [
+                f"{folder.name}/{entry.name.rsplit('.', 1)[0]}"
+                for entry in folder.iterdir()
+                if entry.name.endswith(ARGUMENT_FILE_SUFFIXES)
+            ]
+    return sorted(names)
+
+
+def resolve_argument_file(value: str) -> Path:
+    """The file a leading positional argument names: a path, else a shipped preset.
+
+    `configs/paper/vit.yaml` is a path in a checkout; from any other folder (a wheel install) the
+    same spelling, `paper/vit.yaml` or plain `paper/vit` reaches the preset that ships in the
+    package. A name that is neither is a KoinError listing the presets.
+    """
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    name = value.removeprefix("configs/")
+    if not name.endswith(ARGUMENT_FILE_SUFFIXES):
+        name += ".yaml"
+    shipped = _preset_root().joinpath(*name.split("/"))
+    if shipped.is_file():
+        return Path(str(shipped))
+    raise KoinError(
+        f"{value!r} is neither an argument file nor a shipped preset; the presets are "
+        f"{', '.join(shipped_presets())} (or pass a path to your own .yaml/.json)"
+    )
+
+
+def _is_argument_file(value: str) -> bool:
+    """A leading positional argument: a .yaml/.json file or a preset name (`paper/vit`)."""
+    return not value.startswith("-") and (value.endswith(ARGUMENT_FILE_SUFFIXES) or "/" in value)
+
+
 def _file_to_argv(path: Path) -> list[str]:
     """Turn a YAML/JSON argument file into flags, so later command-line flags override it."""
     try:
@@ -265,11 +335,20 @@ def parse_arguments(
     # Leading argument files are applied in order (e.g. a family preset, then a protocol preset);
     # flags after them override both.
     file_argv: list[str] = []
-    while argv and argv[0].endswith((".yaml", ".yml", ".json")) and not argv[0].startswith("-"):
-        file_argv += _file_to_argv(Path(argv.pop(0)))
+    while argv and _is_argument_file(argv[0]):
+        file_argv += _file_to_argv(resolve_argument_file(argv.pop(0)))
     argv = file_argv + argv
     # No abbreviations: argparse would silently read --learning_rat as --learning_rate.
-    parser = _TrainArgumentParser(ARGUMENT_CLASSES, prog=prog, allow_abbrev=False)
+    parser = _TrainArgumentParser(
+        ARGUMENT_CLASSES,
+        prog=prog,
+        allow_abbrev=False,
+        usage=f"{prog or 'train.py'} [PRESET_OR_FILE ...] [--flag value ...]",
+        description="Fine-tune an image classifier on KoIn. Leading PRESET_OR_FILE arguments are "
+        "YAML/JSON files of these flags or shipped presets by name, applied in order; flags "
+        "after them override them.",
+        epilog=f"Shipped presets: {', '.join(shipped_presets())}.",
+    )
     try:
         model_args, data_args, training_args, unknown = parser.parse_args_into_dataclasses(
             args=argv, return_remaining_strings=True
@@ -378,3 +457,23 @@ def _argument_problems(model_args, data_args, training_args):
         yield "--shots_per_class needs the whole train split: drop --streaming"
     if data.streaming and args.max_steps <= 0:
         yield "--streaming needs --max_steps: a stream has no length to count epochs by"
+    yield from _tracking_problems(args.report_to)
+
+
+# --report_to integrations koin-hf documents, and the module each needs (the [tracking] extra).
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboardX"), "trackio": ("trackio",)}
+
+
+def _tracking_problems(report_to) -> list[str]:
+    """A documented tracker that is not installed: one line naming the extra, not a traceback."""
+    import importlib.util
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    problems = []
+    for name in names:
+        modules = TRACKERS.get(name)
+        if modules and not any(importlib.util.find_spec(module) for module in modules):
+            problems.append(
+                f"--report_to {name} needs {modules[0]}: pip install 'koin-hf[tracking]'"
+            )
+    return problems

@@ -8,6 +8,11 @@ Here a checkpoint is complete when its trainer_state.json reads and every weight
 in it is whole (see `koin_hf.models.model_folder.file_problem`); `last` is the newest complete
 one, and a newer half-written one is skipped with a warning (the run writes it again when it
 gets there).
+
+Checkpoints live in `OUTPUT_DIR/checkpoints/` (`KoinTrainer._get_output_dir`), so the top of the
+output folder is the finished model alone; a run removes them when it succeeds, unless
+`--keep_checkpoints`. Folders written before that layout (`OUTPUT_DIR/checkpoint-N`) are still
+found and resumed.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from koin_hf.models.model_folder import (
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE = "trainer_state.json"
+CHECKPOINTS_FOLDER = "checkpoints"  # OUTPUT_DIR/checkpoints/checkpoint-N
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")  # transformers' PREFIX_CHECKPOINT_DIR-<step>
 # What Trainer writes beside the weights; checked for truncation when present.
 STATE_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".json", ".safetensors")
@@ -62,17 +68,32 @@ def checkpoint_problem(folder: Path) -> str | None:
     return None
 
 
+def checkpoints_dir(output_dir: str | Path) -> Path:
+    """Where Trainer writes a run's checkpoint-N folders: OUTPUT_DIR/checkpoints."""
+    return Path(output_dir) / CHECKPOINTS_FOLDER
+
+
 def checkpoints(output_dir: str | Path) -> list[Path]:
-    """The checkpoint-N folders of `output_dir`, oldest step first."""
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return []
-    found = [
-        (int(match.group(1)), path)
-        for path in folder.iterdir()
-        if (match := CHECKPOINT_NAME.match(path.name)) and path.is_dir()
-    ]
+    """The checkpoint-N folders of a run's `output_dir`, oldest step first.
+
+    They are under `checkpoints/`; a folder written by an older koin-hf holds them at the top.
+    """
+    found = []
+    for folder in (checkpoints_dir(output_dir), Path(output_dir)):
+        if folder.is_dir():
+            found += [
+                (int(match.group(1)), path)
+                for path in folder.iterdir()
+                if (match := CHECKPOINT_NAME.match(path.name)) and path.is_dir()
+            ]
     return [path for _step, path in sorted(found)]
+
+
+def is_checkpoint_of(checkpoint: str | Path, output_dir: str | Path) -> bool:
+    """Whether `checkpoint` is one of `output_dir`'s own checkpoints (resuming that very run)."""
+    parent = Path(checkpoint).resolve().parent
+    folder = Path(output_dir).resolve()
+    return parent in (folder, checkpoints_dir(folder))
 
 
 def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
@@ -112,12 +133,12 @@ def resolve_resume_checkpoint(value: str | None, output_dir: str | Path) -> str 
     if path.is_file():
         raise KoinError(
             f"--resume_from_checkpoint {value} is a file: pass a checkpoint folder "
-            "(OUTPUT_DIR/checkpoint-N) or 'last'"
+            "(OUTPUT_DIR/checkpoints/checkpoint-N) or 'last'"
         )
     if not path.is_dir():
         raise KoinError(
             f"--resume_from_checkpoint {value}: no such folder; pass a checkpoint folder "
-            "(OUTPUT_DIR/checkpoint-N) or 'last'"
+            "(OUTPUT_DIR/checkpoints/checkpoint-N) or 'last'"
         )
     problem = checkpoint_problem(path)
     if problem:

@@ -35,7 +35,13 @@ from koin_hf.folder_lock import claim_folder
 from koin_hf.models.registry import FAMILIES
 from koin_hf.run_record import RUN_RECORD_FILE, RunRecord
 from koin_hf.training.arguments import DataArguments, KoinTrainingArguments, ModelArguments
-from koin_hf.training.checkpoints import CHECKPOINT_NAME, checkpoints, resolve_resume_checkpoint
+from koin_hf.training.checkpoints import (
+    CHECKPOINT_NAME,
+    CHECKPOINTS_FOLDER,
+    checkpoints,
+    is_checkpoint_of,
+    resolve_resume_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +64,8 @@ KOIN_OUTPUT_FILES = frozenset(
         "README.md",
     }
 )
-KOIN_OUTPUT_FOLDERS = frozenset({"adapter", "runs"})  # --save_adapter; TensorBoard's logs
+# --save_adapter; Trainer's checkpoints (checkpoints.CHECKPOINTS_FOLDER); TensorBoard's logs
+KOIN_OUTPUT_FOLDERS = frozenset({"adapter", CHECKPOINTS_FOLDER, "runs"})
 WEIGHT_SHARD = re.compile(r"^model-\d+-of-\d+\.safetensors$")
 
 
@@ -121,10 +128,7 @@ def prepare_output_dir(
     entries = sorted(folder.iterdir()) if folder.is_dir() else []  # the lock sits beside it
     if not entries:
         return
-    if (
-        resume_checkpoint is not None
-        and Path(resume_checkpoint).resolve().parent == folder.resolve()
-    ):
+    if resume_checkpoint is not None and is_checkpoint_of(resume_checkpoint, folder):
         return  # resuming this very run
     ours = [p for p in entries if is_koin_output(p)]
     others = [p for p in entries if not is_koin_output(p)]

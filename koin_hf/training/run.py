@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -24,24 +26,31 @@ import datasets
 import numpy as np
 import torch
 import transformers
-from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
+from transformers import EarlyStoppingCallback, ProgressCallback, TrainerCallback, set_seed
 from transformers.trainer import TRAINING_ARGS_NAME
 
 from koin_hf.data import transforms
 from koin_hf.errors import KoinError
 from koin_hf.folder_lock import follow_umask
+from koin_hf.hub.model_card import write_model_card
 from koin_hf.models import lora
-from koin_hf.models.loading import load_model_and_processor
+from koin_hf.models.loading import (
+    load_model_and_processor,
+    processor_for_trainer,
+    save_processor,
+)
 from koin_hf.models.registry import ModelFamily
 from koin_hf.models.zero_shot import init_head_from_text, zero_shot_text_embeddings
 from koin_hf.run_record import SYNTHETIC_DATASET, LoraSettings, RunRecord
-from koin_hf.runtime import configure_process
+from koin_hf.runtime import STAGE, configure_process
 from koin_hf.training.arguments import (
     DataArguments,
     KoinTrainingArguments,
     ModelArguments,
     parse_arguments,
 )
+from koin_hf.training.checkpoints import checkpoints_dir
+from koin_hf.training.console import QuietProgressCallback, configure_logging
 from koin_hf.training.output_dir import claimed_output_dir
 from koin_hf.training.publishing import HubSettings, push_trained_model, take_hub_settings
 from koin_hf.training.splits import load_splits
@@ -83,12 +92,13 @@ def _init_head_from_class_names(
     init_head_from_text(model, embeddings, clip_model=checkpoint)
 
 
-def _prepare_model(model_args: ModelArguments, names: list[str], seed: int):
+def _prepare_model(model_args: ModelArguments, names: list[str], seed: int, verbose: bool = True):
     model, processor, family = load_model_and_processor(
         model_args.model_name_or_path,
         names,
         ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
         seed=seed,
+        report_replaced_head=verbose,
     )
     if model_args.zero_shot_head_init:
         _init_head_from_class_names(model, family, model_args, names)
@@ -105,10 +115,15 @@ def _prepare_model(model_args: ModelArguments, names: list[str], seed: int):
         lora.freeze_backbone(model, family)
     trainable, total = lora.count_parameters(model)
     logger.info(
-        "trainable parameters: %s of %s (%.2f%%)",
+        "model: %s (%s family, %s training) for %d classes, %s of %s parameters trainable (%.2f%%)",
+        model_args.model_name_or_path,
+        family.name,
+        model_args.method.replace("_", " "),
+        len(names),
         f"{trainable:,}",
         f"{total:,}",
         100 * trainable / total,
+        extra=STAGE,
     )
     return model, processor, family, (trainable, total)
 
@@ -149,10 +164,11 @@ def _save_outputs(trainer, model_args, training_args, processor, record: RunReco
     trainer.model = trainer.model_wrapped = model  # the merged model is what later steps use
     if trainer.is_world_process_zero():
         model.save_pretrained(output_dir, safe_serialization=True)
-        processor.save_pretrained(output_dir)
+        save_processor(processor, output_dir)
         # What Trainer.save_model writes beside the weights, for whoever reproduces the run.
         torch.save(trainer.args, output_dir / TRAINING_ARGS_NAME)
         record.save(output_dir)
+        write_model_card(output_dir)  # README.md: the Hub card, readable before any push
         follow_umask(output_dir)  # weights and checkpoints are written 0600 by safetensors
 
 
@@ -186,6 +202,7 @@ def build_trainer(
     """
     callbacks: list[TrainerCallback] = [
         AugmentationClockCallback(clock),
+        *([] if training_args.verbose else [QuietProgressCallback()]),
         UmaskCallback(),
         ReleaseMemoryCallback(),
         *extra_callbacks,
@@ -194,16 +211,19 @@ def build_trainer(
         callbacks.append(
             EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience)
         )
-    return KoinTrainer(
+    trainer = KoinTrainer(
         model=model,
         args=training_args,
         train_dataset=train,
         eval_dataset=eval_sets,
         data_collator=transforms.collate,
-        compute_metrics=compute_metrics_counting_samples(),
-        processing_class=processor,
+        compute_metrics=compute_metrics_counting_samples(model.config.num_labels),
+        processing_class=processor_for_trainer(processor),  # run.py saves the processor itself
         callbacks=callbacks,
     )
+    if not training_args.verbose:  # QuietProgressCallback draws the one bar, prints no dicts
+        trainer.remove_callback(ProgressCallback)
+    return trainer
 
 
 def run_training(
@@ -232,8 +252,9 @@ def _train_in_claimed_dir(
     set_seed(training_args.seed)
     with training_args.main_process_first(desc="preparing the dataset"):
         dataset_name, names, train, eval_sets = load_splits(data_args, training_args)
+    logger.info("data: %s", _data_summary(dataset_name, data_args, train, eval_sets), extra=STAGE)
     model, processor, family, (trainable, total) = _prepare_model(
-        model_args, names, training_args.seed
+        model_args, names, training_args.seed, verbose=training_args.verbose
     )
 
     image_col, label_col = data_args.image_column_name, data_args.label_column_name
@@ -256,8 +277,10 @@ def _train_in_claimed_dir(
         _scored_during_training(eval_sets, training_args),
         clock,
     )
+    logger.info("train: %s", _training_summary(trainer, training_args), extra=STAGE)
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = dict(train_result.metrics)
+    logger.info("score: %s", _scoring_summary(trainer, eval_sets), extra=STAGE)
     # Every set, once, from the chosen checkpoint (load_best_model_at_end has loaded it).
     metrics.update(trainer.evaluate(eval_dataset=eval_sets))
     metrics.update({f"eval_{name}_num_images": len(dataset) for name, dataset in eval_sets.items()})
@@ -319,14 +342,57 @@ def _train_in_claimed_dir(
     _save_outputs(trainer, model_args, training_args, processor, record)
     if hub and trainer.is_world_process_zero():  # koin push's file selection and card
         push_trained_model(hub, training_args.output_dir)
+    if trainer.is_world_process_zero() and not training_args.keep_checkpoints:
+        # The run succeeded: its checkpoints served resuming and picking the best epoch.
+        shutil.rmtree(checkpoints_dir(training_args.output_dir), ignore_errors=True)
     if trainer.is_world_process_zero():
-        print("\n" + results_table(metrics, eval_sets))
-        print(f"\nSaved a pipeline-ready model to {training_args.output_dir}")
+        output_dir = Path(training_args.output_dir)
+        print("\n" + results_table(metrics, eval_sets), flush=True)
+        print(f"\nEvery metric: {output_dir / 'all_results.json'}")
+        print(f"Saved a pipeline-ready model (with its card, README.md) to {output_dir}")
     return {
         key: float(value)
         for key, value in metrics.items()
         if isinstance(value, (int, float, np.floating))
     }
+
+
+def _data_summary(dataset_name: str, data_args: DataArguments, train, eval_sets) -> str:
+    source = (
+        f"{dataset_name} ({data_args.dataset_config_name})"
+        if data_args.dataset_name
+        else f"the embedded synthetic KoIn ({data_args.synthetic_num_classes} identities)"
+    )
+    train_size = (
+        f"{len(train)} training images" if isinstance(train, datasets.Dataset) else "a stream"
+    )
+    scored = ", ".join(f"{name} {len(dataset)}" for name, dataset in eval_sets.items())
+    return f"{source}: {train_size}; scored: {scored}"
+
+
+def _training_summary(trainer, training_args: KoinTrainingArguments) -> str:
+    batch = training_args.per_device_train_batch_size * max(1, training_args.world_size)
+    batch *= training_args.gradient_accumulation_steps
+    if training_args.max_steps > 0:
+        length = f"{training_args.max_steps} steps"
+    else:
+        epochs = training_args.num_train_epochs
+        length = f"{epochs:g} epoch{'s' if epochs != 1 else ''}"
+        if isinstance(trainer.train_dataset, datasets.Dataset):
+            steps = math.ceil(len(trainer.train_dataset) / batch) * math.ceil(epochs)
+            length += f", about {steps} steps"
+    picks = (
+        f"; {training_args.metric_for_best_model} picks the checkpoint"
+        if training_args.load_best_model_at_end
+        else ""
+    )
+    return f"{length} of {batch} images, learning rate {training_args.learning_rate:g}{picks}"
+
+
+def _scoring_summary(trainer, eval_sets: dict[str, Any]) -> str:
+    best = trainer.state.best_model_checkpoint
+    source = f"the best checkpoint ({Path(best).name})" if best else "the last step"
+    return f"{', '.join(eval_sets)} from {source}"
 
 
 def use_all_cpu_cores() -> None:
@@ -351,15 +417,15 @@ def use_all_cpu_cores() -> None:
 
 
 def main(argv: list[str] | None = None, prog: str = "train.py") -> int:
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
-    )
-    transformers.utils.logging.set_verbosity_warning()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    configure_logging(verbose="--verbose" in argv)  # before parsing: its notes are logged
     configure_process()  # a no-op when train.py already did it, before torch
     use_all_cpu_cores()
-    datasets.utils.logging.set_verbosity_warning()
     try:
-        run_training(*parse_arguments(argv, prog=prog))
+        model_args, data_args, training_args = parse_arguments(argv, prog=prog)
+        if training_args.verbose != ("--verbose" in argv):  # set in a preset, or `--verbose false`
+            configure_logging(training_args.verbose)
+        run_training(model_args, data_args, training_args)
     except KoinError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2

@@ -22,7 +22,9 @@ logger = logging.getLogger(__name__)
 def load_splits(data_args: DataArguments, training_args: KoinTrainingArguments):
     """Train / validation / few-shot sample, and the test sets to score, with their checks."""
     dataset_name = data_args.dataset_name or str(
-        ensure_default_dataset(num_classes=data_args.synthetic_num_classes)
+        ensure_default_dataset(
+            num_classes=data_args.synthetic_num_classes, verbose=training_args.verbose
+        )
     )
     if data_args.streaming:
         train, validation = _streamed_train(dataset_name, data_args, training_args)

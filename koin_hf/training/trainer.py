@@ -1,5 +1,6 @@
 """koin-hf's Trainer: the transformers Trainer plus the fixes and hooks KoIn training needs.
 
+- checkpoints go to OUTPUT_DIR/checkpoints/, leaving the top of the folder to the final model;
 - checkpoints are loaded through `from_pretrained` (strict), not Trainer's raw
   `load_state_dict(strict=False)`, which drops renamed layers under transformers 5;
 - the training transform learns the epoch (for reproducible augmentation);
@@ -9,16 +10,16 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from peft import PeftModel
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from koin_hf.data import transforms
-from koin_hf.evaluation.metrics import make_compute_metrics
+from koin_hf.evaluation.metrics import DEFAULT_KS, make_compute_metrics
 from koin_hf.folder_lock import follow_umask
 from koin_hf.runtime import release_free_memory
+from koin_hf.training.checkpoints import checkpoints_dir
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,11 @@ def load_checkpoint_weights(model: PreTrainedModel, checkpoint: str) -> None:
 
 
 class KoinTrainer(Trainer):
-    """Trainer whose checkpoint loading renames keys (see load_checkpoint_weights)."""
+    """Trainer with checkpoints under checkpoints/, loaded with renamed keys (load_checkpoint_weights)."""
+
+    def _get_output_dir(self, trial: Any) -> str:
+        # Trainer saves, rotates and finds the best checkpoint-N under this folder.
+        return str(checkpoints_dir(super()._get_output_dir(trial)))
 
     def _loads_plain_weights(self, model: Any) -> bool:
         return (
@@ -73,13 +78,15 @@ class AugmentationClockCallback(TrainerCallback):
         self.clock.epoch = int((state.epoch or 0) + 1e-6)
 
 
-def compute_metrics_counting_samples():
+def compute_metrics_counting_samples(num_labels: int | None = None):
     """Top-1/top-3 plus how many predictions reached the metric.
 
     Under several processes the distributed sampler pads the last batch with duplicates and
     `gather_for_metrics` must drop them; `eval_<set>_num_samples` lets anyone check it did.
+    With fewer classes than a k (two identities), that top-k is left out: it is undefined.
     """
-    top_k = make_compute_metrics()
+    ks = [k for k in DEFAULT_KS if num_labels is None or k <= num_labels] or [1]
+    top_k = make_compute_metrics(ks)
 
     def compute(prediction) -> dict[str, float]:
         return {**top_k(prediction), "num_samples": int(len(prediction.label_ids))}
@@ -92,7 +99,7 @@ class UmaskCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            follow_umask(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+            follow_umask(checkpoints_dir(args.output_dir))
 
 
 class ReleaseMemoryCallback(TrainerCallback):

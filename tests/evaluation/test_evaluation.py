@@ -264,3 +264,58 @@ def test_cli_names_a_bad_model_before_loading_any_data(tmp_path, capsys, kind):
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- plots and report
+
+
+def test_report_has_no_local_paths_and_no_literal_none(evaluated, koin_dir, model_dir):
+    results, output_dir = evaluated
+    report = (output_dir / "report.md").read_text(encoding="utf-8")
+    for local in (str(koin_dir), str(model_dir), str(Path.home()), "/tmp/"):
+        assert local not in report, local
+    assert "None" not in report
+    assert f"`{model_dir.name} (local folder)`" in report
+
+
+def test_display_location_keeps_hub_ids_and_names_local_folders(tmp_path):
+    from koin_hf.evaluation.report import display_location
+
+    assert display_location("google/vit-base-patch16-224") == "google/vit-base-patch16-224"
+    assert display_location(tmp_path / "koin-lite0") == "koin-lite0 (local folder)"
+    assert display_location(None) == "–"
+
+
+def test_confusion_title_names_model_and_accuracy_and_legend_leaves_the_bars_free(tmp_path):
+    from koin_hf.evaluation.plots import plot_confusion, plot_per_class
+    from koin_hf.evaluation.scoring import ScoredConfig
+
+    names = [f"Person {i}" for i in range(12)]
+    rng = np.random.default_rng(0)
+    scored = ScoredConfig("hard", names, names, rng.normal(size=(24, 12)).astype(np.float32),
+                          np.arange(24) % 12, np.arange(24) % 12)  # fmt: skip
+    fig = plot_confusion(scored, tmp_path / "c.png", model_name="koin-lite0", top1_accuracy=0.575)
+    assert fig.axes[0].get_title().startswith("koin-lite0: hard (24 images, top-1 57.5%)")
+
+    # Every class at 100% on normal: the longest bars, where a legend inside the axes sat.
+    per_class = {
+        config: {"per_class": {n: {"top1_accuracy": value} for n in names}}
+        for config, value in (("normal", 1.0), ("hard", 0.9))
+    }
+    fig = plot_per_class(per_class, names, tmp_path / "p.png")
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    legend = ax.get_legend().get_window_extent(renderer)
+    for bar in ax.patches:
+        assert not legend.overlaps(bar.get_window_extent(renderer))
+
+
+def test_true_rank_is_where_pipeline_puts_the_true_name():
+    from koin_hf.evaluation.plots import true_ranks
+    from koin_hf.evaluation.scoring import ScoredConfig
+
+    logits = np.array([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 5.0, 1.0], [1.0, 1.0, 0.0, 0.0]])
+    scored = ScoredConfig("hard", list("abcd"), list("abcd"), logits, np.array([0, 3, 1]),
+                          np.array([0, 3, 1]))  # fmt: skip
+    # a: top; d: behind c and (tied, listed first) b; b: tied with a, listed after it.
+    assert true_ranks(scored).tolist() == [1, 3, 2]

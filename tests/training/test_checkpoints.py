@@ -65,7 +65,7 @@ def test_nothing_to_resume_is_one_line(tmp_path, value, expected):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
-    """(prepared dataset, output of a 2-step tiny run with checkpoint-1 and checkpoint-2)."""
+    """(prepared dataset, output of a 2-step tiny run with checkpoints/checkpoint-{1,2})."""
     root = tmp_path_factory.mktemp("resume")
     raw = make_raw_koin(root / "raw")
     prepare_koin(raw, root / "prepared", verbose=False)
@@ -76,7 +76,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
 def _argv(prepared: Path, out: Path, *extra: str) -> list[str]:
     return ["--dataset_name", str(prepared), "--output_dir", str(out), "--model_name_or_path",
             "vit-tiny", "--per_device_train_batch_size", "4", "--dataloader_num_workers", "0",
-            "--learning_rate", "1e-3", *STEPS, *extra]  # fmt: skip
+            "--learning_rate", "1e-3", "--keep_checkpoints", *STEPS, *extra]  # fmt: skip
 
 
 def _truncate(path: Path) -> None:
@@ -98,24 +98,30 @@ DAMAGE = {
 def test_a_half_written_real_checkpoint_is_skipped(trained, tmp_path, damage):
     _, run = trained
     out = shutil.copytree(run, tmp_path / "run")
-    assert checkpoint_problem(out / "checkpoint-2") is None
-    DAMAGE[damage](out / "checkpoint-2")
-    assert checkpoint_problem(out / "checkpoint-2") is not None
-    assert resolve_resume_checkpoint("last", out) == str(out / "checkpoint-1")
+    assert checkpoint_problem(out / "checkpoints" / "checkpoint-2") is None
+    DAMAGE[damage](out / "checkpoints" / "checkpoint-2")
+    assert checkpoint_problem(out / "checkpoints" / "checkpoint-2") is not None
+    assert resolve_resume_checkpoint("last", out) == str(out / "checkpoints" / "checkpoint-1")
 
 
 @pytest.mark.slow
 def test_resume_last_after_a_kill_mid_save_continues_from_the_complete_one(trained, tmp_path):
     prepared, run = trained
     out = shutil.copytree(run, tmp_path / "run")
-    _truncate(out / "checkpoint-2" / "model.safetensors")  # killed while writing step 2
+    _truncate(
+        out / "checkpoints" / "checkpoint-2" / "model.safetensors"
+    )  # killed while writing step 2
     run_training(*parse_arguments(_argv(prepared, out, "--max_steps", "3",
                                         "--resume_from_checkpoint", "last")))  # fmt: skip
-    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text(encoding="utf-8"))
+    state = json.loads(
+        (out / "checkpoints" / "checkpoint-3" / "trainer_state.json").read_text(encoding="utf-8")
+    )
     assert state["global_step"] == 3
     assert [entry["step"] for entry in state["log_history"] if "eval_validation_loss" in entry] == [
         1,
         2,
         3,
     ]
-    assert checkpoint_problem(out / "checkpoint-2") is None  # written again, whole this time
+    assert (
+        checkpoint_problem(out / "checkpoints" / "checkpoint-2") is None
+    )  # written again, whole this time

@@ -85,13 +85,14 @@ def test_a_training_run_with_hub_token_writes_the_token_nowhere(
                "--output_dir", str(out), "--model_name_or_path", "vit-tiny", "--max_steps", "2",
                "--eval_strategy", "steps", "--save_strategy", "steps", "--eval_steps", "1",
                "--save_steps", "1", "--per_device_train_batch_size", "4", "--use_cpu", "true",
+               "--keep_checkpoints",
                "--push_to_hub", "--hub_model_id", repo_id, "--hub_token", TEST_TOKEN]  # fmt: skip
 
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
     assert result.returncode == 0, result.stderr[-3000:]
-    checkpoints = sorted(p.name for p in out.glob("checkpoint-*"))
-    assert checkpoints and all((out / c / "training_args.bin").is_file() for c in checkpoints)
+    checkpoints = sorted(out.glob("checkpoints/checkpoint-*"))
+    assert checkpoints and all((c / "training_args.bin").is_file() for c in checkpoints)
     assert (out / "training_args.bin").is_file()
     assert files_holding(TEST_TOKEN, out, home, cache, tmp, prepared) == []
     assert TEST_TOKEN not in result.stdout + result.stderr
@@ -102,7 +103,7 @@ def test_a_training_run_with_hub_token_writes_the_token_nowhere(
     assert f"Pushed {out} to {hub.url}/{repo_id}" in result.stdout
     remote = hub.repo_files(repo_id)
     assert "model.safetensors" in remote and "training_args.bin" in remote
-    assert not any(name.startswith("checkpoint-") for name in remote)
+    assert not any(name.startswith(("checkpoint-", "checkpoints/")) for name in remote)
     assert "koin-hf" in remote["README.md"].decode() and "generated_from_trainer" not in (
         remote["README.md"].decode()
     )

@@ -53,6 +53,7 @@ def train(prepared: Path, out: Path, *extra: str) -> dict[str, float]:
         "--num_train_epochs", "1",
         "--use_cpu", "true",
         "--dataloader_num_workers", "0",
+        "--keep_checkpoints",  # the tests read them
         *extra,
     ]  # fmt: skip
     return run_training(*parse_arguments(argv))
@@ -157,7 +158,7 @@ def test_bad_input_fails_before_training_with_one_sentence(
     assert main([*argv, *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
-    assert not (tmp_path / "o" / "checkpoint-1").exists()
+    assert not (tmp_path / "o" / "checkpoints").exists()
 
 
 def test_interrupted_run_resumes_to_the_same_step_and_metrics(prepared, tmp_path):
@@ -168,11 +169,16 @@ def test_interrupted_run_resumes_to_the_same_step_and_metrics(prepared, tmp_path
     straight = train(prepared, tmp_path / "straight", *common, "--max_steps", "6")
     interrupted = tmp_path / "interrupted"
     train(prepared, interrupted, *common, "--max_steps", "3")
-    assert not (interrupted / "checkpoint-6").exists()
+    assert not (interrupted / "checkpoints" / "checkpoint-6").exists()
     resumed = train(
         prepared, interrupted, *common, "--max_steps", "6", "--resume_from_checkpoint", "last"
     )
-    assert read_json(interrupted / "checkpoint-6" / "trainer_state.json")["global_step"] == 6
+    assert (
+        read_json(interrupted / "checkpoints" / "checkpoint-6" / "trainer_state.json")[
+            "global_step"
+        ]
+        == 6
+    )
     for key in (
         "eval_normal_top1_accuracy",
         "eval_hard_top3_accuracy",
@@ -190,7 +196,7 @@ def test_two_cpu_processes_evaluate_every_test_image_once(prepared, tmp_path):
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(REPO / "configs" / "accelerate" / "cpu_2proc.yaml"), str(REPO / "train.py"), "--dataset_name", str(prepared), "--output_dir", str(out),
         "--model_name_or_path", "vit-tiny", "--max_steps", "2", "--per_device_eval_batch_size", "4",
-        "--per_device_train_batch_size", "4",
+        "--per_device_train_batch_size", "4", "--keep_checkpoints",
     ]  # fmt: skip
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -203,7 +209,7 @@ def test_two_cpu_processes_evaluate_every_test_image_once(prepared, tmp_path):
     assert results["eval_hard_num_samples"] == 9
     assert results["eval_group_num_samples"] == 6
     # Both processes trained: 2 steps x 4 images x 2 processes.
-    state = read_json(out / "checkpoint-2" / "trainer_state.json")
+    state = read_json(out / "checkpoints" / "checkpoint-2" / "trainer_state.json")
     assert state["global_step"] == 2 and info.train_images == 21
     assert (
         "set          images" in result.stdout
@@ -218,7 +224,9 @@ def test_best_checkpoint_is_restored_exactly(prepared, tmp_path):
     out = tmp_path / "best"
     train(prepared, out, "--max_steps", "4", "--eval_strategy", "steps", "--eval_steps", "2",
           "--save_strategy", "steps", "--save_steps", "2", "--learning_rate", "5e-3")  # fmt: skip
-    best = read_json(out / "checkpoint-4" / "trainer_state.json")["best_model_checkpoint"]
+    best = read_json(out / "checkpoints" / "checkpoint-4" / "trainer_state.json")[
+        "best_model_checkpoint"
+    ]
     saved, expected = (
         load_file(out / "model.safetensors"),
         load_file(Path(best) / "model.safetensors"),
@@ -231,7 +239,9 @@ def test_best_checkpoint_is_restored_exactly(prepared, tmp_path):
 def test_streamed_dataset_trains_through_the_same_path(prepared, tmp_path):
     out = tmp_path / "streamed"
     metrics = train(prepared, out, "--streaming", "--max_steps", "3", "--shuffle_buffer_size", "16")
-    assert read_json(out / "checkpoint-3" / "trainer_state.json")["global_step"] == 3
+    assert (
+        read_json(out / "checkpoints" / "checkpoint-3" / "trainer_state.json")["global_step"] == 3
+    )
     assert "eval_validation_top1_accuracy" not in metrics  # a stream has no carved validation split
     assert metrics["eval_hard_num_samples"] == 9
     assert (
@@ -269,7 +279,7 @@ def test_push_to_hub_uploads_the_merged_lora_model_with_its_card(prepared, tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     remote = hub.repo_files(repo_id)
     assert "model.safetensors" in remote and "adapter_config.json" not in remote
-    assert not any(name.startswith("checkpoint-") for name in remote)
+    assert not any(name.startswith(("checkpoint-", "checkpoints/")) for name in remote)
     card = remote["README.md"].decode()
     assert "pipeline_tag: image-classification" in card and "lora" in card and repo_id in card
 
@@ -375,7 +385,9 @@ def test_accelerate_single_thread_default_is_undone_on_cpu(monkeypatch):
 
 def _epoch_evaluations(out: Path) -> list[set[str]]:
     """The metric names logged at each evaluation during training (from the last checkpoint)."""
-    checkpoint = max(out.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    checkpoint = max(
+        out.glob("checkpoints/checkpoint-*"), key=lambda path: int(path.name.split("-")[1])
+    )
     history = read_json(checkpoint / "trainer_state.json")["log_history"]
     by_epoch: dict[float, set[str]] = {}  # Trainer logs each eval set as its own entry
     for entry in history:
@@ -409,7 +421,7 @@ def test_the_output_folder_and_checkpoints_follow_the_umask(prepared, tmp_path):
     finally:
         os.umask(previous)
     out = tmp_path / "out"
-    checkpoint_weights = list(out.glob("checkpoint-*/model.safetensors"))
+    checkpoint_weights = list(out.glob("checkpoints/checkpoint-*/model.safetensors"))
     assert checkpoint_weights, "the run should have kept a checkpoint"
     for path in [out, *out.rglob("*")]:
         expected = 0o755 if path.is_dir() else 0o644

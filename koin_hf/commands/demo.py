@@ -10,12 +10,16 @@ from koin_hf.data.images import MAX_MEGAPIXELS_HELP
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a koin-hf output dir, a Hub id, or any image classifier")
     parser.add_argument(
-        "--port", type=int, default=None, help="port to listen on (default: Gradio's, 7860 up)"
+        "--port",
+        type=int,
+        default=None,
+        help="port to listen on (default: $GRADIO_SERVER_PORT, else 7860 or the next free one)",
     )
     parser.add_argument(
         "--host",
-        default="127.0.0.1",
-        help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for a LAN)",
+        default=None,
+        help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1, this machine "
+        "only; 0.0.0.0 for your network)",
     )
     parser.add_argument(
         "--share",

@@ -137,10 +137,27 @@ def build_demo(
     return demo
 
 
+def serve(
+    demo: Any, *, host: str | None = None, port: int | None = None, share: bool = False
+) -> None:
+    """Serve a built app until interrupted (blocks): on `host` (default $GRADIO_SERVER_NAME, else
+    127.0.0.1, this machine only) and `port` (default $GRADIO_SERVER_PORT, else Gradio's 7860
+    or the next free one). A public share link only when `share` is True."""
+    demo.queue(default_concurrency_limit=1)  # one model, one forward at a time
+    demo.launch(
+        server_name=host or os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST,
+        server_port=port,
+        share=bool(share),
+        inbrowser=False,
+        show_error=True,
+        max_file_size=MAX_UPLOAD,
+    )
+
+
 def launch_demo(
     model: str | Path,
     *,
-    host: str = DEFAULT_HOST,
+    host: str | None = None,
     port: int | None = None,
     share: bool = False,
     top_k: int = TOP_K,
@@ -148,14 +165,6 @@ def launch_demo(
     device: str | None = None,
     max_megapixels: float | None = None,
 ) -> None:
-    """Build the app and serve it until interrupted (blocks). No share link unless `share`."""
+    """`koin demo`: build the app for `model` and serve it (see `serve`)."""
     demo = build_demo(model, top_k=top_k, faces=faces, device=device, max_megapixels=max_megapixels)
-    demo.queue(default_concurrency_limit=1)  # one model, one forward at a time
-    demo.launch(
-        server_name=host,
-        server_port=port,
-        share=share,
-        inbrowser=False,
-        show_error=True,
-        max_file_size=MAX_UPLOAD,
-    )
+    serve(demo, host=host, port=port, share=share)

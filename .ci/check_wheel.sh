@@ -35,7 +35,7 @@ required = [
     "koin_hf/model_cards/model_card.md.j2",
     "koin_hf/synthetic/__init__.py",
     "koin_hf/evaluation/top_k_accuracy/top_k_accuracy.py",
-    *(f"koin_hf/{stage}/__init__.py" for stage in ("data", "models", "training", "evaluation", "hub")),
+    *(f"koin_hf/{stage}/__init__.py" for stage in ("data", "models", "training", "evaluation", "hub", "deploy")),
 ]
 missing = [name for name in required if name not in names]
 assert not missing, f"wheel lacks {missing}"

@@ -156,3 +156,18 @@ def upload_and_read(
     if screenshot is not None:
         driver.save_screenshot(str(screenshot))
     return rows
+
+
+def _screenshot(argv: list[str]) -> int:
+    """`python tests/browser.py MODEL IMAGE OUT.png`: serve `koin demo MODEL`, upload IMAGE in
+    headless Chromium, save the page as OUT.png (how docs/demo_screenshot.png was made)."""
+    model, image, out = argv
+    port = free_port()
+    with served(koin_demo_command(model, port), port, demo_env()) as url, chromium() as driver:
+        shown = upload_and_read(driver, url, Path(image).resolve(), screenshot=Path(out))
+    print(f"{out}: {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_screenshot(sys.argv[1:]))

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from koin_hf.errors import KoinError
+from koin_hf.run_record import RunRecord
 
 TOP_K = 3
 DEFAULT_HOST = "127.0.0.1"
@@ -110,10 +111,18 @@ def build_demo(
         except KoinError as err:
             raise gr.Error(str(err)) from None
 
+    note = ""
+    if Path(str(model)).is_dir():
+        record = RunRecord.load_if_present(model)
+        if record is not None and record.is_synthetic:
+            note = (
+                " Trained on the embedded *synthetic* KoIn: drawn faces with invented names, "
+                "no real person."
+            )
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(
             f"# {title}\nA photo in (upload, webcam or paste), the model's top-{top_k} names "
-            "out, decoded exactly as `koin predict` and `koin evaluate` decode it."
+            f"out, decoded exactly as `koin predict` and `koin evaluate` decode it.{note}"
         )
         with gr.Tab("Whole photo"), gr.Row():
             photo = gr.Image(

@@ -123,3 +123,16 @@ def test_every_family_exports_with_pytorchs_logits(
     assert np.abs(onnx_logits(Path(result.onnx_file), pixel_values) - reference).max() <= 1e-4
     single = onnx_logits(Path(result.onnx_file), pixel_values[:1])
     assert np.abs(single - reference[:1]).max() <= 1e-4
+
+
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path: Path) -> None:
+    import sys
+
+    from koin_hf.deploy.demo import import_gradio
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what `import` sees when not installed
+    monkeypatch.setitem(sys.modules, "gradio", None)
+    with pytest.raises(KoinError, match=r"koin-hf\[onnx\].*onnxruntime is missing"):
+        export_onnx(tmp_path, tmp_path / "out")
+    with pytest.raises(KoinError, match=r"koin-hf\[demo\]"):
+        import_gradio()

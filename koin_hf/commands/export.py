@@ -53,7 +53,6 @@ def run(args: argparse.Namespace) -> int:
         f"max |logit difference| {result.max_abs_diff:.2e} <= {result.tolerance:g}, "
         f"same top-1: {'yes' if result.same_top1 else 'NO'}"
     )
-    print(
-        f"Wrote {result.onnx_file} (opset {result.opset}) with config.json and preprocessor_config.json"
-    )
+    beside = ", ".join(result.files[1:])
+    print(f"Wrote {result.onnx_file} (opset {result.opset}) with {beside}")
     return 0

@@ -25,7 +25,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,7 @@ class ExportResult:
     tolerance: float
     opset: int
     same_top1: bool  # onnxruntime's best label equals PyTorch's on every check image
+    files: tuple[str, ...] = ()  # every file written, model.onnx first
 
 
 def _onnx_modules():
@@ -237,9 +238,11 @@ def export_onnx(
             "output": {"name": "logits", "shape": ["batch", int(reference.shape[1])]},
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        for key in ("output_dir", "onnx_file"):
+        for key in ("output_dir", "onnx_file", "files"):
             record.pop(key)
         (staging / CHECK_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        written = sorted(p.name for p in staging.iterdir() if p.name != ONNX_FILE)
+        result = replace(result, files=(ONNX_FILE, *written))
         if target.is_dir():
             shutil.rmtree(target)  # holds only an earlier export's files (checked above)
         os.replace(staging, target)

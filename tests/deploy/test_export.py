@@ -67,7 +67,9 @@ def test_koin_export_writes_a_self_describing_folder_that_predicts_like_koin_pre
         assert main(["export", str(model_dir), "--format", "onnx"]) == 0
     target = tmp_path / "koin-vit-onnx"  # the default: beside the model folder
     printed = out.getvalue()
-    assert "max |logit difference|" in printed and f"Wrote {target / 'model.onnx'}" in printed
+    assert "max |logit difference|" in printed
+    assert f"Wrote {target / 'model.onnx'} (opset " in printed
+    assert "with config.json, onnx_check.json, preprocessor_config.json" in printed
     assert sorted(p.name for p in target.iterdir()) == [
         "config.json",
         "model.onnx",

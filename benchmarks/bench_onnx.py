@@ -41,7 +41,7 @@ from _common import (
 def _model_folder(args, root: Path) -> Path:
     if args.model:
         return Path(args.model)
-    name = "lite0-tiny" if args.quick else "lite0"
+    name = "vit-tiny" if args.quick else "lite0"  # quick: the fastest family to export
     folder = root / f"onnx-bench-{name}"
     if not (folder / "config.json").is_file():
         from koin_hf.models.loading import load_model_and_processor

@@ -40,7 +40,7 @@ required = [
     "koin_hf/configs/paper/50shot.yaml",
     "koin_hf/configs/accelerate/cpu_2proc.yaml",
     "koin_hf/training/__main__.py",
-    *(f"koin_hf/{stage}/__init__.py" for stage in ("data", "models", "training", "evaluation", "hub")),
+    *(f"koin_hf/{stage}/__init__.py" for stage in ("data", "models", "training", "evaluation", "hub", "deploy")),
 ]
 missing = [name for name in required if name not in names]
 assert not missing, f"wheel lacks {missing}"

@@ -25,6 +25,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("predict", "print the top-3 names for a few images"),
     "push": ("push", "upload a trained model dir with its model card to the Hub"),
     "push-dataset": ("push_dataset", "upload a prepared dataset dir with its card to the Hub"),
+    "export": ("export", "export a model to ONNX, checked against PyTorch on real photos"),
+    "demo": ("demo", "a browser demo (Gradio): a photo in, the top-3 names out"),
 }
 
 

@@ -35,6 +35,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("koin_hf.data", "koin_hf.dataset_script")),
     ("models", ("koin_hf.models",)),
     ("evaluation", ("koin_hf.evaluation",)),
+    ("deploy", ("koin_hf.deploy",)),
     ("training", ("koin_hf.training",)),
     ("interface", ("koin_hf.cli", "koin_hf.commands", "koin_hf")),
 ]

@@ -130,3 +130,11 @@ def test_gpu_check_dry_run_runs_every_part_on_the_cpu(tmp_path):
     ):
         assert re.search(rf"{re.escape(ratio)}[^:\n]*: [\d.]+\n", out), ratio
     assert out.rstrip().endswith("parts failed: 0")
+
+
+def test_onnx_benchmark_times_both_runtimes_at_batch_1_and_32(work_dir, monkeypatch, capsys):
+    out = _run("bench_onnx", work_dir, monkeypatch, capsys)
+    assert "max |logit difference|" in out
+    for batch in (1, 32):
+        assert f"batch {batch} (" in out
+    assert "summary: onnxruntime / PyTorch images/s: batch 1 " in out

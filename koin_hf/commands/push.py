@@ -42,11 +42,35 @@ def register(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace an existing README.md with a freshly rendered model card",
     )
+    parser.add_argument(
+        "--with_demo",
+        action="store_true",
+        help="also write and upload a Space-ready app.py (the `koin demo` app on this model) and "
+        "requirements.txt beside the model (docs/DEPLOY.md)",
+    )
+    parser.add_argument(
+        "--demo_requirement",
+        default=None,
+        help="the requirements.txt line that installs koin-hf in a Space (default: "
+        "koin-hf[demo]==<this version>; e.g. a git+https:// URL or a wheel's URL)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from koin_hf.errors import KoinError
     from koin_hf.hub.push import describe_push, push_model
 
+    extra_files = None
+    if args.with_demo:
+        from koin_hf.deploy.space import space_files
+
+        space_files(args.model_dir, args.repo_id, args.demo_requirement)  # fail before the Hub
+
+        def extra_files(full_id: str) -> dict[str, bytes]:
+            return space_files(args.model_dir, full_id, args.demo_requirement)
+
+    elif args.demo_requirement is not None:
+        raise KoinError("--demo_requirement goes with --with_demo.")
     result = push_model(
         args.model_dir,
         args.repo_id,
@@ -56,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         commit_message=args.commit_message,
         overwrite_card=args.overwrite_card,
         dry_run=args.dry_run,
+        extra_files=extra_files,
     )
     print("\n".join(describe_push(result, args.model_dir)))
     return 0

@@ -50,8 +50,9 @@ def _download(url: str) -> bytes:
     return b"".join(chunks)
 
 
-def _checked_source(name: str, max_megapixels: float) -> str | bytes:
+def checked_source(name: str, max_megapixels: float | None = None) -> str | bytes:
     """A path (or downloaded bytes) whose header has been read and is within the budget."""
+    max_megapixels = pixel_budget(max_megapixels)
     if "://" in name:
         source: str | bytes = _download(name)
     elif not Path(name).exists() and not Path(name).is_symlink():
@@ -63,6 +64,65 @@ def _checked_source(name: str, max_megapixels: float) -> str | bytes:
     except UnusableImage as err:
         raise KoinError(f"cannot read image {name!r}: {err}") from err
     return source
+
+
+class Predictor:
+    """A classifier loaded once (through `pipeline()`), turning image files into top-k names.
+
+    The code path `koin predict` runs, kept loaded for callers that classify many images one
+    after another (`koin demo`): each source is checked (header, pixel budget), decoded by
+    `koin_hf.data.transforms.decode_for_model` (the pixels `koin evaluate` gives it) and ranked by
+    `pipeline("image-classification")`.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        max_megapixels: float | None = None,
+    ) -> None:
+        self.budget = pixel_budget(max_megapixels)
+        from transformers import pipeline
+
+        from koin_hf.data.transforms import model_decode_side
+        from koin_hf.evaluation.scoring import default_device
+
+        check_model_folder(model)  # a truncated or missing weights file: one line, before any work
+        try:
+            self.classifier = pipeline(
+                "image-classification", model=str(model), device=device or default_device()
+            )
+        except (OSError, ValueError) as err:
+            raise KoinError(f"cannot load the model {str(model)!r}: {err}") from err
+        self.decode_side = model_decode_side(self.classifier.image_processor)
+
+    def check(self, name: str) -> str | bytes:
+        """The file (or downloaded bytes) behind `name`, its header read and within the budget."""
+        return checked_source(name, self.budget)
+
+    def __call__(
+        self,
+        sources: Sequence[str | bytes],
+        *,
+        top_k: int = 3,
+        names: Sequence[str] | None = None,
+    ) -> list[list[dict]]:
+        """For each checked source, the top-k `{"label", "score"}` dicts, best first."""
+        from koin_hf.data.transforms import decode_for_model
+
+        if top_k < 1:
+            raise KoinError(f"--top_k must be at least 1, got {top_k}.")
+        names = list(names) if names is not None else [str(source) for source in sources]
+        decoded = []
+        for name, source in zip(names, sources, strict=True):
+            try:
+                decoded.append(decode_for_model(source, self.decode_side, self.budget))
+            except UnusableImage as err:
+                raise KoinError(f"cannot read image {name!r}: {err}") from err
+        if not decoded:
+            return []
+        return self.classifier(decoded, top_k=top_k)
 
 
 def predict(
@@ -85,26 +145,7 @@ def predict(
         raise KoinError(f"--top_k must be at least 1, got {top_k}.")
     budget = pixel_budget(max_megapixels)
     names = [str(image) for image in images]
-    sources = [_checked_source(name, budget) for name in names]
-
-    # Only now the heavy imports: everything above runs without torch.
-    from transformers import pipeline
-
-    from koin_hf.data.transforms import decode_for_model, model_decode_side
-    from koin_hf.evaluation.scoring import default_device
-
-    check_model_folder(model)  # a truncated or missing weights file: one line, before any work
-    try:
-        classifier = pipeline(
-            "image-classification", model=str(model), device=device or default_device()
-        )
-    except (OSError, ValueError) as err:
-        raise KoinError(f"cannot load the model {str(model)!r}: {err}") from err
-    decode_side = model_decode_side(classifier.image_processor)
-    decoded = []
-    for name, source in zip(names, sources, strict=True):
-        try:
-            decoded.append(decode_for_model(source, decode_side, budget))
-        except UnusableImage as err:
-            raise KoinError(f"cannot read image {name!r}: {err}") from err
-    return classifier(decoded, top_k=top_k)
+    sources = [checked_source(name, budget) for name in names]
+    # Only now the heavy imports (in Predictor): everything above runs without torch.
+    predictor = Predictor(model, device=device, max_megapixels=budget)
+    return predictor(sources, top_k=top_k, names=names)

@@ -98,6 +98,7 @@ def push_model(
     commit_message: str | None = None,
     overwrite_card: bool = False,
     dry_run: bool = False,
+    extra_files: Callable[[str], dict[str, bytes]] | None = None,
 ) -> PushResult:
     """Upload a trained model folder with its model card; return the PushResult.
 
@@ -106,6 +107,9 @@ def push_model(
     the end of the run, unedited (re-rendered with the repo id); otherwise the koin card is
     rendered from config.json / koin_training.json / all_results.json and, once the push has
     succeeded, also saved as the folder's README.md. `dry_run`: check and select, upload nothing.
+    `extra_files(full_repo_id)` returns more files generated in memory (`koin push --with-demo`:
+    app.py and requirements.txt); they are checked like the card, uploaded in the same commit
+    and written into the folder once the push has succeeded.
     """
     folder = _existing_folder(model_dir, "model folder")
     _check_repo_id(repo_id)
@@ -125,12 +129,15 @@ def push_model(
 
     rendered: dict[str, bytes] = {}
 
-    def card_from_memory(full_id: str) -> dict[str, bytes]:
+    def from_memory(full_id: str) -> dict[str, bytes]:
         # rendered again with the full id: a bare name gets the token owner's namespace
-        rendered["README.md"] = render_model_card(folder, repo_id=full_id).encode("utf-8")
+        if replace_card:
+            rendered["README.md"] = render_model_card(folder, repo_id=full_id).encode("utf-8")
+        if extra_files is not None:
+            rendered.update(extra_files(full_id))
         return dict(rendered)
 
-    generate = card_from_memory if replace_card else None
+    generate = from_memory if replace_card or extra_files is not None else None
     if generate:  # render once now so a broken metrics file fails before any network call
         _check_generated(generate(repo_id), secrets)
     result = _push_folder(
@@ -146,8 +153,9 @@ def push_model(
         secrets=secrets,
         dry_run=dry_run,
     )
-    if replace_card and not dry_run:  # the push succeeded: keep the local folder in step
-        atomic_write_text(readme, rendered["README.md"].decode("utf-8"))
+    if not dry_run:  # the push succeeded: keep the local folder in step
+        for name, data in rendered.items():
+            atomic_write_text(folder / name, data.decode("utf-8"))
     return result
 
 

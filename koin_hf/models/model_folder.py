@@ -113,6 +113,9 @@ def check_model_folder(model: str | os.PathLike) -> None:
     a whole saved model; Hub ids and other names pass (their loader reports on them)."""
     folder = Path(model).expanduser()
     if not folder.is_dir():
+        if str(model).startswith(("/", "./", "../", "~")) and not folder.exists():
+            # written as a path, so no Hub id: say so instead of the Hub client's id rules
+            raise KoinError(f"the model folder {model} does not exist")
         return
     if (folder / "adapter_config.json").is_file() and not (folder / CONFIG_FILE).exists():
         return  # a PEFT adapter folder: pipeline() loads its base model, then the adapter

@@ -84,3 +84,10 @@ def test_torch_zip_files_are_checked_for_their_directory(tmp_path):
     assert zipfile.is_zipfile(path) and file_problem(path) is None
     path.write_bytes(path.read_bytes()[:200])
     assert file_problem(path) == "optimizer.pt is truncated (its zip directory is missing)"
+
+
+def test_a_missing_folder_written_as_a_path_is_named_not_taken_for_a_hub_id(tmp_path) -> None:
+    for name in (str(tmp_path / "gone"), "./gone-model", "~/gone-model"):
+        with pytest.raises(KoinError, match="model folder .*gone.* does not exist"):
+            check_model_folder(name)
+    check_model_folder("user/koin-vit")  # a Hub id: its loader reports on it

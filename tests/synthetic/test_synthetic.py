@@ -76,7 +76,8 @@ def test_writes_the_raw_koin_layout_with_counts_and_classes_csv(learn_dir: Path)
             files = sorted((learn_dir / folder / class_dir).iterdir())
             assert len(files) == count and all(f.suffix == ".jpg" for f in files)
     top = sorted(p.name for p in learn_dir.iterdir())
-    assert top == ["Group_cases", "SYNTHETIC.json", "classes.csv", "hard_cases", "normal_cases"]
+    top_expected = ["Group_cases", "SYNTHETIC.json", "classes.csv", "faces.jsonl", "hard_cases"]
+    assert top == [*top_expected, "normal_cases"]
     # Real JPEGs whose sizes vary per photo (portrait singles, landscape groups).
     sizes = set()
     for path in sorted((learn_dir / "normal_cases/train/0000").iterdir())[:10]:

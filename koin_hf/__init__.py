@@ -37,6 +37,7 @@ __all__ = [
     "prepare",
     "push_dataset",
     "push_model",
+    "recognize",
     "synthesize",
     "train",
 ]
@@ -163,6 +164,30 @@ def predict(
     from koin_hf.evaluation.predict import predict as predict_images
 
     return predict_images(model, images, top_k=top_k, device=device, max_megapixels=max_megapixels)
+
+
+def recognize(
+    model: str | Path,
+    images: Sequence[str | Path],
+    *,
+    detector: str = "blazeface",
+    top_k: int = 3,
+    output_dir: str | Path | None = None,
+    **options: Any,
+) -> list[dict]:
+    """Every face of every photo with its box and the model's top-k names (see docs/FACES.md).
+
+    One dict per image: `image`, `width`, `height`, `faces` (each `box`, `score`, `landmarks`,
+    `predictions`: `[{"label", "score"}, ...]`) and `annotated` (the PNG written to `output_dir`
+    with boxes and names, else None). `options`: max_side, margin, device, max_megapixels.
+    Needs the `faces` extra.
+    """
+    configure_process()
+    from koin_hf.evaluation.recognize import recognize as recognize_faces
+
+    return recognize_faces(
+        model, images, detector=detector, top_k=top_k, output_dir=output_dir, **options
+    )
 
 
 def push_model(model_dir: str | Path, repo_id: str, **options: Any) -> PushResult:

@@ -101,7 +101,7 @@ def test_same_seed_same_bytes_whatever_the_thread_count(tmp_path: Path):
         tmp_path / "c", num_classes=3, seed=6, workers=1, progress=False, **TINY
     )
     files_a, files_b, files_c = _files(a), _files(b), _files(c)
-    assert len(files_a) == 2 + 3 * 5  # classes.csv, SYNTHETIC.json, 5 photos per class
+    assert len(files_a) == 3 + 3 * 5  # classes.csv, SYNTHETIC.json, faces.jsonl, 5 photos a class
     assert files_a == files_b
     assert files_a.keys() == files_c.keys()
     assert all(files_a[k] != files_c[k] for k in files_a)  # another seed: other people, photos

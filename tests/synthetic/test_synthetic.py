@@ -149,6 +149,7 @@ def test_refuses_non_empty_output_and_bad_arguments(tmp_path: Path):
     assert sorted(p.name for p in out.iterdir()) == [
         "SYNTHETIC.json",
         "classes.csv",
+        "faces.jsonl",
         "normal_cases",
     ]
 

@@ -1,0 +1,155 @@
+"""`koin prepare --faces`: face configs beside the whole-photo ones, checked against the records
+koin synth writes; photos without a face are reported and stay in the whole-photo configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import pytest
+from PIL import Image
+
+from koin_hf.cli import main
+from koin_hf.data.prepare import REPORT_FILE
+from koin_hf.errors import KoinError
+from koin_hf.faces.detection import FACES_RECORD_FILE, iou, read_face_records
+from koin_hf.faces.prepare import make_face_configs
+from koin_hf.synthetic.writer import generate_synthetic_koin
+
+pytest.importorskip("ai_edge_litert")
+FACE_CONFIGS = ["normal-faces", "hard-faces", "group-faces"]
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    raw = generate_synthetic_koin(
+        tmp_path_factory.mktemp("raw") / "raw",
+        num_classes=3,
+        seed=2,
+        train_per_class=2,
+        test_per_class=1,
+        hard_per_class=1,
+        group_per_class=1,
+        progress=False,
+    )
+    # A photo with no face at all: it must stay in `normal` and be reported, not vanish.
+    Image.new("RGB", (240, 300), (70, 110, 160)).save(raw / "normal_cases/train/0000/wall.jpg")
+    return raw
+
+
+@pytest.fixture(scope="module")
+def prepared(raw, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("prepared") / "koin"
+    assert main(["prepare", str(raw), str(out), "--faces", "--image_size", "128"]) == 0
+    return out
+
+
+def _load(folder: Path, config: str, split: str) -> datasets.Dataset:
+    return datasets.load_dataset(str(folder), config, split=split)
+
+
+def test_face_configs_share_the_classes_and_join_back_to_their_photos(raw, prepared):
+    assert set(FACE_CONFIGS) <= set(datasets.get_dataset_config_names(str(prepared)))
+    names = _load(prepared, "normal", "train").features["label"].names
+    records = read_face_records(raw / FACES_RECORD_FILE)
+    for config, split in [
+        ("normal-faces", "train"),
+        ("hard-faces", "test"),
+        ("group-faces", "test"),
+    ]:
+        faces = _load(prepared, config, split)
+        whole = _load(prepared, config.removesuffix("-faces"), split)
+        assert faces.features["label"].names == names
+        label_of = dict(zip(whole["image_id"], whole["label"], strict=True))
+        for row in faces:
+            assert row["label"] == label_of[row["image_id"]]
+            assert row["image"].size == (128, 128)
+            width, height = records[row["image_id"]]["size"]
+            x0, y0, x1, y1 = row["box"]
+            assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+            assert 0.5 <= row["score"] <= 1.0
+            assert row["labelled"] is not None  # the records say which face is whose
+
+
+def test_portrait_rows_are_the_labelled_face_and_group_rows_every_face(raw, prepared):
+    records = read_face_records(raw / FACES_RECORD_FILE)
+    normal = _load(prepared, "normal-faces", "train")
+    assert len(set(normal["image_id"])) == len(normal)  # one face per portrait
+    for row in normal:
+        record = records[row["image_id"]]
+        truth = record["faces"][record["labelled"]]["box"]
+        assert row["labelled"] and iou(tuple(row["box"]), tuple(truth)) >= 0.3
+    group = _load(prepared, "group-faces", "test")
+    per_photo: dict[str, list[dict]] = {}
+    for row in group:
+        per_photo.setdefault(row["image_id"], []).append(row)
+    assert len(per_photo) == 3
+    for image_id, rows in per_photo.items():
+        assert [r["face_index"] for r in rows] == list(range(len(rows)))
+        assert len(rows) >= len(records[image_id]["faces"]) - 1
+        assert sum(r["labelled"] for r in rows) <= 1
+
+
+def test_photos_without_a_face_are_reported_and_kept(prepared):
+    report = json.loads((prepared / REPORT_FILE).read_text())
+    faces = report["faces"]
+    assert faces["detector"] == "blazeface" and faces["records"] == FACES_RECORD_FILE
+    missing = {r["path"]: r["reason"] for r in faces["no_face"]}
+    assert missing["normal_cases/train/0000/wall.jpg"] == "no face found"
+    assert "normal_cases/train/0000/wall.jpg" in _load(prepared, "normal", "train")["image_id"]
+    kept = set(_load(prepared, "normal-faces", "train")["image_id"])
+    assert not kept & set(missing)
+    counts = faces["counts"]["normal-faces"]["train"]
+    assert counts["photos"] == 7 and counts["faces"] + counts["no_face"] == 7
+    assert report["configs"]["normal-faces"]["train"]["images"] == counts["faces"]
+    assert "normal-faces" in (prepared / "README.md").read_text()
+
+
+def test_recorded_boxes_give_exactly_the_drawn_faces(raw, tmp_path):
+    out = tmp_path / "koin"
+    argv = ["prepare", str(raw), str(out), "--faces", "--face_detector", "recorded"]
+    assert main([*argv, "--image_size", "64"]) == 0
+    records = read_face_records(raw / FACES_RECORD_FILE)
+    group = _load(out, "group-faces", "test")
+    group_records = [r for r in records.values() if r["image_id"].startswith("Group_cases")]
+    assert len(group) == sum(len(r["faces"]) for r in group_records)
+    assert sum(group["labelled"]) == len(group_records)
+    report = json.loads((out / REPORT_FILE).read_text())
+    assert [r["path"] for r in report["faces"]["no_face"]] == ["normal_cases/train/0000/wall.jpg"]
+
+
+def test_recorded_without_records_and_unknown_detectors_are_refused(tmp_path):
+    from koin_hf.data.prepare import prepare_koin
+
+    raw = generate_synthetic_koin(
+        tmp_path / "raw",
+        num_classes=2,
+        train_per_class=1,
+        test_per_class=0,
+        hard_per_class=0,
+        group_per_class=0,
+        progress=False,
+    )
+    (raw / FACES_RECORD_FILE).unlink()
+    with pytest.raises(KoinError, match="faces.jsonl"):
+        prepare_koin(raw, tmp_path / "out", extra_configs=make_face_configs(detector="recorded"))
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(KoinError, match="unknown face detector"):
+        make_face_configs(detector="retinaface")
+
+
+@pytest.mark.slow
+def test_train_py_trains_on_normal_faces(prepared, tmp_path, monkeypatch):
+    from koin_hf.training.run import main as train_main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "model"
+    argv = ["--model_name_or_path", "vit-tiny", "--dataset_name", str(prepared),
+            "--dataset_config_name", "normal-faces", "--eval_config_names", "normal-faces",
+            "hard-faces", "--output_dir", str(out), "--max_steps", "1",
+            "--per_device_train_batch_size", "2"]  # fmt: skip
+    assert train_main(argv) == 0
+    results = json.loads((out / "all_results.json").read_text())
+    assert "eval_normal-faces_top1_accuracy" in results
+    assert "eval_hard-faces_top1_accuracy" in results

@@ -38,13 +38,24 @@ def align_face(
         raise KoinError(f"face crop margin must be 0 or more, not {margin}")
     cx, cy, side, angle = crop_geometry(face, margin)
     side = max(side, 1.0)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    # Work on the part of the photo the turned square covers, not the whole photo: a phone
+    # photo is 1.5 M pixels, a face's square a few percent of that.
+    theta = math.radians(angle)
+    reach = side / 2 * (abs(math.cos(theta)) + abs(math.sin(theta))) + 2
+    left, top = max(0, math.floor(cx - reach)), max(0, math.floor(cy - reach))
+    right = min(image.width, math.ceil(cx + reach))
+    bottom = min(image.height, math.ceil(cy + reach))
+    if right > left and bottom > top:
+        image = image.crop((left, top, right, bottom))
+        cx, cy = cx - left, cy - top
     # A large face reduced in one bilinear warp aliases; shrink the source first (cheap).
-    factor = int(side // (2 * size))
+    factor = int(side // size)
     if factor >= 2:
         image = image.reduce(factor)
         cx, cy, side = cx / factor, cy / factor, side / factor
     scale = side / size
-    theta = math.radians(angle)
     cos, sin = math.cos(theta) * scale, math.sin(theta) * scale
     half = size / 2
     # Output pixel (u, v) reads input (x, y) = centre + R(angle) * scale * (u - half, v - half):
@@ -57,7 +68,7 @@ def align_face(
         cos,
         cy - sin * half - cos * half,
     )
-    return image.convert("RGB").transform(
+    return image.transform(
         (size, size),
         Image.Transform.AFFINE,
         coefficients,

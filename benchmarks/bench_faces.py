@@ -6,8 +6,8 @@ beside plain `koin prepare`.
    false boxes on its 100 non-face patches, how often the labelled face of synthetic KoIn
    photos is found (IoU >= 0.3 with koin synth's record), and milliseconds per phone photo
    (1080x1350, reduced to 640 px for the detector, decode not included).
-2. Detection speed: decode + detect on phone-size synthetic group photos, faces per second,
-   with 1 and 2 threads.
+2. Detection speed: decode (reduced, as koin prepare --faces does) + detect on phone-size
+   synthetic group photos, faces per second, with 1 and 2 threads.
 3. `koin prepare` and `koin prepare --faces` on the same phone-size raw folder, interleaved
    rounds, photos per second. Target: --faces >= 10 photos/s on 2 cores.
 
@@ -150,12 +150,15 @@ def compare_detectors(raw: Path, phone_raw: Path, lfw_count: int) -> None:
 def detection_speed(phone_raw: Path, rounds: int) -> None:
     from koin_hf.data.images import decode_rgb
     from koin_hf.faces.detection import detect_reduced, get_detector
+    from koin_hf.faces.prepare import DETECT_SHORTER_SIDE
 
     detector = get_detector("blazeface")
     paths = sorted((phone_raw / "Group_cases").rglob("*.jpg"))
 
     def one(path: Path) -> int:
-        return len(detect_reduced(detector, decode_rgb(path)))
+        # as koin prepare --faces does it: a reduced decode (JPEG DCT scaling) for the detector
+        photo = decode_rgb(path, DETECT_SHORTER_SIDE, slack=2.0)
+        return len(detect_reduced(detector, photo))
 
     def run(threads: int):
         def go() -> tuple[float, float]:

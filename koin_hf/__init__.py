@@ -63,18 +63,33 @@ def prepare(
     image_size: int = 256,
     num_proc: int | None = None,
     max_megapixels: float | None = None,
+    faces: bool = False,
+    face_detector: str = "blazeface",
 ) -> Path:
     """Turn a raw KoIn folder or .zip into a script-free Hub dataset folder; return the folder.
 
     `image_size` caps each stored image's shorter side (0 keeps the originals); `num_proc`
     decodes in that many processes; an image whose header declares more than `max_megapixels`
     (default $KOIN_MAX_MEGAPIXELS, else 64) is skipped. Skipped files are listed, with their
-    reasons, in `prepare_report.json`.
+    reasons, in `prepare_report.json`. `faces` adds the normal-faces, hard-faces and
+    group-faces configs found by `face_detector` (docs/FACES.md; needs the faces extra).
     """
     from koin_hf.data.prepare import prepare_koin
 
+    extra = None
+    if faces:
+        from koin_hf.faces.prepare import make_face_configs
+
+        extra = make_face_configs(
+            detector=face_detector, image_size=image_size, max_megapixels=max_megapixels
+        )
     prepare_koin(
-        raw, out_dir, image_size=image_size, num_proc=num_proc, max_megapixels=max_megapixels
+        raw,
+        out_dir,
+        image_size=image_size,
+        num_proc=num_proc,
+        max_megapixels=max_megapixels,
+        extra_configs=extra,
     )
     return Path(out_dir)
 

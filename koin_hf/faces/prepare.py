@@ -22,8 +22,9 @@ Which faces become rows:
 
 A photo where no face is found (or, with records, not the labelled one) gets no face row: it
 stays in the whole-photo configs, and prepare_report.json lists it under `faces.no_face`.
-Every photo is decoded once here at full resolution; the detector sees a copy reduced to
-`max_side` (koin_hf.faces.detection.detect_reduced).
+Every photo is decoded once here at reduced size (shorter side >= 512, JPEG DCT scaling) for the
+detector; a crop that needs more pixels than that copy has is cut from a full-resolution decode
+(see `_photo_rows`). Boxes are in the file's full-size pixels.
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import datasets
+from PIL import ExifTags, Image
 
 from koin_hf.data.images import UnusableImage, decode_rgb, encode_jpeg
 from koin_hf.data.prepare import MAX_SHARD_BYTES, ExtraConfigs
 from koin_hf.dataset_script.koin import DEFAULT_IMAGE_SIZE, RawLocation, check_layout, printable
-from koin_hf.faces.alignment import DEFAULT_MARGIN, align_face
+from koin_hf.faces.alignment import DEFAULT_MARGIN, align_face, crop_geometry
 from koin_hf.faces.detection import (
     DEFAULT_DETECTOR,
     DEFAULT_MAX_SIDE,
@@ -57,6 +59,8 @@ from koin_hf.faces.detection import (
 FACE_SUFFIX = "-faces"
 # IoU at which a detected face is the recorded one (boxes differ in where a face "ends").
 MATCH_IOU = 0.3
+# Photos are decoded for the detector with their shorter side at least this (JPEG DCT scaling).
+DETECT_SHORTER_SIDE = 512
 
 
 def face_features(class_names: list[str]) -> datasets.Features:
@@ -81,6 +85,22 @@ def _records(location: RawLocation) -> dict[str, dict] | None:
     return None
 
 
+def _scale_to_full(path: Path, photo: Image.Image) -> tuple[float, float]:
+    """How many of the file's (upright) pixels one pixel of the reduced decode stands for."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = int(image.getexif().get(ExifTags.Base.Orientation, 1) or 1)
+    except Exception:  # the decode worked; an odd header only costs the exact scale
+        return 1.0, 1.0
+    if orientation in (5, 6, 7, 8):  # decode_rgb turned it upright: sides swap
+        width, height = height, width
+    sx, sy = width / photo.width, height / photo.height
+    if abs(sx - sy) > 0.05 * max(sx, sy):  # not the same picture's geometry (malformed EXIF)
+        return 1.0, 1.0
+    return sx, sy
+
+
 def _labelled_index(faces: list[Face], record: dict | None) -> int | None:
     """Which detected face is the recorded labelled one (None: none overlaps it enough)."""
     if record is None or not faces:
@@ -103,9 +123,17 @@ def _photo_rows(
     margin: float,
     max_megapixels: float | None,
 ) -> tuple[list[dict], str | None]:
-    """The face rows of one photo, or a reason it has none."""
+    """The face rows of one photo, or a reason it has none.
+
+    The photo is decoded once at reduced size (JPEG DCT scaling: shorter side >= 512, several
+    times cheaper than a full decode of a phone photo); the detector works on that. A face whose
+    crop would have fewer pixels there than the crop's own size is cut from a full-resolution
+    decode instead (made at most once per photo), so no crop is ever upsampled from a reduced
+    copy when the file has more detail. Boxes are reported in the file's full-size pixels.
+    """
     try:
-        photo = decode_rgb(path, max_megapixels=max_megapixels)
+        photo = decode_rgb(path, DETECT_SHORTER_SIDE, slack=2.0, max_megapixels=max_megapixels)
+        sx, sy = _scale_to_full(path, photo)
     except UnusableImage as err:
         return [], f"not decoded: {err}"  # the whole-photo configs list it as skipped too
     faces = sorted(
@@ -113,7 +141,8 @@ def _photo_rows(
     )
     if not faces:
         return [], "no face found"
-    labelled = _labelled_index(faces, record)
+    # the records, and the boxes reported, are in the file's full-size pixels
+    labelled = _labelled_index([face.scaled(sx, sy) for face in faces], record)
     if kind == "group":
         keep = list(range(len(faces)))
     elif record is not None:
@@ -123,9 +152,16 @@ def _photo_rows(
     else:
         keep = [max(range(len(faces)), key=lambda i: faces[i].area)]
     rows = []
+    full_photo = None
     for index in keep:
         face = faces[index]
-        crop = align_face(photo, face, size, margin)
+        if crop_geometry(face, margin)[2] < size and (sx > 1.001 or sy > 1.001):
+            if full_photo is None:
+                full_photo = decode_rgb(path, max_megapixels=max_megapixels)
+            crop = align_face(full_photo, face.scaled(sx, sy), size, margin)
+        else:
+            crop = align_face(photo, face, size, margin)
+        face = face.scaled(sx, sy)
         rows.append(
             {
                 "image": {"bytes": encode_jpeg(crop, 95), "path": None},

@@ -128,3 +128,25 @@ def test_train_py_trains_on_normal_faces(prepared, tmp_path, monkeypatch):
     results = json.loads((out / "all_results.json").read_text())
     assert "eval_normal-faces_top1_accuracy" in results
     assert "eval_hard-faces_top1_accuracy" in results
+
+
+def test_phone_photos_are_detected_reduced_and_boxed_in_full_size_pixels(tmp_path):
+    """A 1080x1350 photo: detection on a reduced decode, boxes and labels in the file's pixels."""
+    from koin_hf.faces.detection import get_detector
+    from koin_hf.faces.prepare import _photo_rows
+    from koin_hf.synthetic.writer import iter_photos
+
+    photo = next(iter(iter_photos(2, 4, {"group": 1}, image_size="phone")))
+    path = tmp_path / "group.jpg"
+    photo.image.save(path, quality=92)
+    record = photo.face_record()
+    rows, reason = _photo_rows(
+        path, photo.relpath, 0, "group", get_detector(), record, 96, 640, 0.4, None
+    )
+    assert reason is None and len(rows) >= len(photo.faces) - 1
+    labelled = [row for row in rows if row["labelled"]]
+    assert len(labelled) == 1
+    truth = photo.faces[photo.labelled].box
+    assert iou(tuple(labelled[0]["box"]), truth) >= 0.3
+    assert all(row["box"][2] <= 1080 and row["box"][3] <= 1350 for row in rows)
+    assert max(row["box"][2] for row in rows) > 540  # full-size pixels, not the reduced decode's

@@ -87,12 +87,12 @@ def annotate(image: Image.Image, faces: Sequence[dict]) -> Image.Image:
             best = face["predictions"][0]
             text = f"{best['label']} {best['score']:.2f}"
             font = _font(text_size, text)
-            left, top, right, bottom = draw.textbbox((x0, y0), text, font=font)
-            ty = y0 - (bottom - top) - 2 * line if y0 - (bottom - top) - 2 * line >= 0 else y1
-            draw.rectangle(
-                (x0, ty, x0 + right - left + 2 * line, ty + bottom - top + 2 * line), fill=(0, 0, 0)
-            )
-            draw.text((x0 + line, ty + line - (top - y0)), text, fill=(255, 220, 0), font=font)
+            left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+            width, height = right - left + 2 * line, bottom - top + 2 * line
+            tx = max(0, min(x0, image.width - width))  # the label stays inside the picture
+            ty = y0 - height if y0 - height >= 0 else min(y1, image.height - height)
+            draw.rectangle((tx, ty, tx + width, ty + height), fill=(0, 0, 0))
+            draw.text((tx + line - left, ty + line - top), text, fill=(255, 220, 0), font=font)
     return out
 
 

@@ -169,7 +169,7 @@ def detection_speed(phone_raw: Path, rounds: int) -> None:
         return go
 
     print(
-        f"\n2. detection speed: decode + blazeface on {len(paths)} phone group photos (1080x1350)"
+        f"\n2. detection speed: reduced decode + blazeface on {len(paths)} phone group photos (1080x1350)"
     )
     results = interleaved({"1 thread": run(1), "2 threads": run(2)}, rounds, log=lambda _: None)
     for name, values in results.items():

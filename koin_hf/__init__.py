@@ -37,6 +37,7 @@ __all__ = [
     "prepare",
     "push_dataset",
     "push_model",
+    "recognize",
     "synthesize",
     "train",
 ]
@@ -62,18 +63,33 @@ def prepare(
     image_size: int = 256,
     num_proc: int | None = None,
     max_megapixels: float | None = None,
+    faces: bool = False,
+    face_detector: str = "blazeface",
 ) -> Path:
     """Turn a raw KoIn folder or .zip into a script-free Hub dataset folder; return the folder.
 
     `image_size` caps each stored image's shorter side (0 keeps the originals); `num_proc`
     decodes in that many processes; an image whose header declares more than `max_megapixels`
     (default $KOIN_MAX_MEGAPIXELS, else 64) is skipped. Skipped files are listed, with their
-    reasons, in `prepare_report.json`.
+    reasons, in `prepare_report.json`. `faces` adds the normal-faces, hard-faces and
+    group-faces configs found by `face_detector` (docs/FACES.md; needs the faces extra).
     """
     from koin_hf.data.prepare import prepare_koin
 
+    extra = None
+    if faces:
+        from koin_hf.faces.prepare import make_face_configs
+
+        extra = make_face_configs(
+            detector=face_detector, image_size=image_size, max_megapixels=max_megapixels
+        )
     prepare_koin(
-        raw, out_dir, image_size=image_size, num_proc=num_proc, max_megapixels=max_megapixels
+        raw,
+        out_dir,
+        image_size=image_size,
+        num_proc=num_proc,
+        max_megapixels=max_megapixels,
+        extra_configs=extra,
     )
     return Path(out_dir)
 
@@ -163,6 +179,30 @@ def predict(
     from koin_hf.evaluation.predict import predict as predict_images
 
     return predict_images(model, images, top_k=top_k, device=device, max_megapixels=max_megapixels)
+
+
+def recognize(
+    model: str | Path,
+    images: Sequence[str | Path],
+    *,
+    detector: str = "blazeface",
+    top_k: int = 3,
+    output_dir: str | Path | None = None,
+    **options: Any,
+) -> list[dict]:
+    """Every face of every photo with its box and the model's top-k names (see docs/FACES.md).
+
+    One dict per image: `image`, `width`, `height`, `faces` (each `box`, `score`, `landmarks`,
+    `predictions`: `[{"label", "score"}, ...]`) and `annotated` (the PNG written to `output_dir`
+    with boxes and names, else None). `options`: max_side, margin, device, max_megapixels.
+    Needs the `faces` extra.
+    """
+    configure_process()
+    from koin_hf.evaluation.recognize import recognize as recognize_faces
+
+    return recognize_faces(
+        model, images, detector=detector, top_k=top_k, output_dir=output_dir, **options
+    )
 
 
 def push_model(model_dir: str | Path, repo_id: str, **options: Any) -> PushResult:

@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "fine-tune an image classifier (same arguments as train.py)"),
     "evaluate": ("evaluate", "score a model top-1/top-3 on the normal, hard and group test sets"),
     "predict": ("predict", "print the top-3 names for a few images"),
+    "recognize": ("recognize", "find every face in photos, name each (top-3), draw the boxes"),
     "push": ("push", "upload a trained model dir with its model card to the Hub"),
     "push-dataset": ("push_dataset", "upload a prepared dataset dir with its card to the Hub"),
     "export": ("export", "export a model to ONNX, checked against PyTorch on real photos"),

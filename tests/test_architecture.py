@@ -33,6 +33,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("hub", ("koin_hf.hub",)),
     ("synthetic", ("koin_hf.synthetic",)),
     ("data", ("koin_hf.data", "koin_hf.dataset_script")),
+    ("faces", ("koin_hf.faces",)),
     ("models", ("koin_hf.models",)),
     ("evaluation", ("koin_hf.evaluation",)),
     ("deploy", ("koin_hf.deploy",)),

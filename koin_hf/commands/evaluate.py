@@ -64,6 +64,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no_plots", dest="plots", action="store_false", help="skip the PNG plots")
     parser.add_argument("--max_megapixels", type=float, default=None, help=MAX_MEGAPIXELS_HELP)
+    parser.add_argument(
+        "--faces",
+        action="store_true",
+        help="also score the face configs of `koin prepare --faces`: group photos by their "
+        "faces (is the person among them, the most confident face's top-1/top-3)",
+    )
 
 
 def _default_output_dir(model: str) -> Path:
@@ -112,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         plots=args.plots,
         num_workers=args.num_workers,
         max_megapixels=args.max_megapixels,
+        faces=args.faces,
     )
     print(f"\n{'test set':<10} {'images':>7} {'top-1':>8} {'top-3':>8}")
     for config, metrics in results["configs"].items():
@@ -122,5 +129,9 @@ def run(args: argparse.Namespace) -> int:
         drop = entry.get("top1_accuracy")
         if drop:
             print(f"{shift}: top-1 drop {drop['absolute_drop_points']:.2f} points")
+    from koin_hf.evaluation.faces import face_summary
+
+    for line in face_summary(results):
+        print(line)
     print(f"\nwrote {output_dir}/metrics.json and {output_dir}/report.md")
     return 0

@@ -17,7 +17,7 @@ import logging
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,11 @@ from koin_hf.hub.provenance import REPORT_KEY, read_synthetic_marker
 logger = logging.getLogger(__name__)
 
 REPORT_FILE = "prepare_report.json"
+# A later stage (koin_hf.faces.prepare) adds configs made from the same raw folder: called with
+# the raw location, the staging folder, the report so far and a private scratch folder, it
+# writes parquet shards under staging/<config>/ and returns {config: DatasetInfo (features and
+# splits)}; the card, the report's counts and load_dataset then see them like any other config.
+ExtraConfigs = Callable[[RawLocation, Path, dict, Path], dict[str, datasets.DatasetInfo]]
 MAX_SHARD_BYTES = 500 * 1024 * 1024  # the Hub viewer and git-LFS are happiest below ~500 MB
 
 
@@ -175,6 +180,7 @@ def prepare_koin(
     num_proc: int | None = None,
     verbose: bool = True,
     max_megapixels: float | None = None,
+    extra_configs: ExtraConfigs | None = None,
 ) -> dict[str, Any]:
     """Convert a raw KoIn folder or zip into a prepared dataset folder; return the report.
 
@@ -183,6 +189,8 @@ def prepare_koin(
     verbose: progress bars while building and the summary at the end (False: silent).
     max_megapixels: images whose header declares more pixels are skipped, with the reason, before
     they are decoded (default $KOIN_MAX_MEGAPIXELS, else 64).
+    extra_configs: more configs built from the raw folder (see ExtraConfigs; `koin prepare
+    --faces` passes koin_hf.faces.prepare's face crops).
     Raises KoinError, naming the path at fault, for every layout or input problem it detects
     before writing anything, and when another run is writing the same output folder.
     """
@@ -200,7 +208,9 @@ def prepare_koin(
         raise KoinError(f"cannot create output folder {out_dir} ({err.strerror or err})") from err
     with claim_folder(out_dir, "koin prepare"):
         _check_output_dir(out_dir)  # again, now that no other prepare can be writing it
-        report = _prepare_claimed(raw_path, out_dir, image_size, num_proc, verbose, max_megapixels)
+        report = _prepare_claimed(
+            raw_path, out_dir, image_size, num_proc, verbose, max_megapixels, extra_configs
+        )
     if verbose:
         print(format_report(report, out_dir))
     return report
@@ -213,6 +223,7 @@ def _prepare_claimed(
     num_proc: int | None,
     verbose: bool,
     max_megapixels: float,
+    extra_configs: ExtraConfigs | None = None,
 ) -> dict[str, Any]:
     """The conversion itself, run while the output folder is claimed."""
     staging = staging_folder_beside(out_dir)
@@ -223,7 +234,7 @@ def _prepare_claimed(
         report = _preflight(location)
         with contextlib.nullcontext() if verbose else _quiet_datasets_progress():
             _build_all_configs(
-                report, location, staging, work, image_size, num_proc, max_megapixels
+                report, location, staging, work, image_size, num_proc, max_megapixels, extra_configs
             )
         # Only the name: the report is published with the dataset, a home path is nobody's business.
         report["source"] = printable(raw_dir.resolve().name)
@@ -261,6 +272,7 @@ def _build_all_configs(
     image_size: int | None,
     num_proc: int | None,
     max_megapixels: float,
+    extra_configs: ExtraConfigs | None = None,
 ) -> None:
     """Build, export and summarise every config present; fills `report` in place."""
     root = location.root
@@ -302,6 +314,19 @@ def _build_all_configs(
                 staging / name, shard_names, class_names
             )
         infos[name] = info
+    if extra_configs is not None:
+        for name, info in extra_configs(location, staging, report, work).items():
+            configs[name] = list(info.splits)
+            infos[name] = info
+            class_names = info.features["label"].names
+            report["configs"][name] = {
+                split: _split_summary(
+                    staging / name,
+                    sorted(p.name for p in (staging / name).glob(f"{split}-*.parquet")),
+                    class_names,
+                )
+                for split in configs[name]
+            }
     report["skipped"] = _read_log(log_dir, "skipped", root)
     report["warnings"] = (
         _read_log(log_dir, "warnings", root)

@@ -144,6 +144,18 @@ def render_report(results: dict, figures: Mapping) -> str:
             ["shift", "metric", "normal", "shifted", "drop (points)", "relative drop"], rows
         )
 
+    if results.get("faces"):
+        from koin_hf.evaluation.faces import FACE_HEADER, face_rows
+
+        lines += ["", "## Face path: detect, align, classify each face", ""]
+        lines += [
+            "Same model, scored on the face crops of `koin prepare --faces` beside the whole photos.",
+            "Rates are over all photos: a photo where no face was found counts as a miss.",
+            '"Person among the faces": the label is some face\'s top-1 (more faces, more chances).',
+            "",
+        ]
+        lines += _table(FACE_HEADER, face_rows(results))
+
     lines += [
         "",
         "## The paper's numbers (for reference; NOT produced by this run)",

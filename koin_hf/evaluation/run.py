@@ -133,6 +133,7 @@ def evaluate_model(
     plots: bool = True,
     num_workers: int = 0,
     max_megapixels: float | None = None,
+    faces: bool = False,
 ) -> dict:
     """Score a model on the KoIn configs; return (and with `output_dir`, write) the results.
 
@@ -146,6 +147,8 @@ def evaluate_model(
     With `output_dir`: metrics.json, report.md, predictions_<config>.csv and PNG plots.
     Images are decoded by koin-hf's decoder within the pixel budget `max_megapixels` (default
     $KOIN_MAX_MEGAPIXELS, else 64); an image it refuses is a KoinError naming it.
+    With `faces`, the face configs of `koin prepare --faces` are scored too and the results get
+    a "faces" entry (koin_hf.evaluation.faces: group photos by their faces, over all photos).
     """
     pixel_budget(max_megapixels)  # a bad value fails before the model or the data loads
     test_sets, skipped = _sets_to_score(dataset, configs, split)
@@ -163,6 +166,19 @@ def evaluate_model(
             raise KoinError(f"{err} (the model has {len(scorer.labels)} labels)") from err
         scored[config] = score_config(scorer, config, data, batch_size, num_workers, max_megapixels)
         per_config[config] = config_metrics(scored[config], ks, metric)
+
+    face_results = None
+    if faces:
+        face_results = _score_faces(
+            scorer,
+            dataset,
+            list(scored),
+            per_config,
+            split,
+            batch_size,
+            num_workers,
+            max_megapixels,
+        )
 
     first = next(iter(scored.values()))
     dataset_classes = {normalize_name(n) for s in scored.values() for n in s.class_names}
@@ -186,9 +202,36 @@ def evaluate_model(
         "skipped_configs": skipped,
         "robustness": robustness(per_config, ks),
     }
+    if face_results is not None:
+        results["faces"] = face_results
     if output_dir is not None:
         write_outputs(results, scored, test_sets, Path(output_dir), ks, plots, max_megapixels)
     return results
+
+
+def _score_faces(
+    scorer: ImageScorer,
+    dataset: str | Path | Mapping,
+    whole_configs: list[str],
+    per_config: Mapping[str, dict],
+    split: str,
+    batch_size: int,
+    num_workers: int,
+    max_megapixels: float | None,
+) -> dict:
+    from koin_hf.evaluation.faces import FACE_SUFFIX, evaluate_faces
+
+    wanted = [f"{config}{FACE_SUFFIX}" for config in whole_configs]
+    face_sets, missing = load_test_sets(dataset, wanted, split=split)
+    if not face_sets:
+        raise KoinError(
+            f"--faces needs the face configs ({', '.join(wanted)}): prepare the dataset with "
+            "`koin prepare RAW OUT --faces`"
+        )
+    for config, reason in missing.items():
+        print(f"note: skipping {config}: {reason}.")
+    photos = {config: metrics["n"] for config, metrics in per_config.items()}
+    return evaluate_faces(scorer, face_sets, photos, batch_size, num_workers, max_megapixels)
 
 
 def write_outputs(

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -179,8 +180,12 @@ def paste_person(
     centre: tuple[float, float],
     roll: float = 0.0,
     blur: float = 0.0,
+    placed: list[PlacedFace] | None = None,
 ) -> Box:
     """Draw a person with the face `face_height` pixels tall centred at `centre`; return its box.
+
+    When `placed` is given, the face's box and eye centres are appended to it (koin synth's
+    faces.jsonl records them, so the face path can be tested against the truth).
 
     The sprite is drawn at twice the size and reduced afterwards, which antialiases Pillow's
     hard-edged polygons.
@@ -216,4 +221,43 @@ def paste_person(
     x0, y0 = max(0, round(centre[0] - half_w)), max(0, round(centre[1] - half_h))
     x1 = min(canvas.width, round(centre[0] + half_w))
     y1 = min(canvas.height, round(centre[1] + half_h))
-    return (x0, y0, max(x1, x0 + 1), max(y1, y0 + 1))
+    box = (x0, y0, max(x1, x0 + 1), max(y1, y0 + 1))
+    if placed is not None:
+        eyes = [
+            _eye_in_canvas(ident, look, side, unit * squash, unit, centre, theta)
+            for side in (-1, 1)
+        ]
+        placed.append(PlacedFace(box, eyes[0], eyes[1]))
+    return box
+
+
+@dataclass(frozen=True)
+class PlacedFace:
+    """Where a pasted face ended up: its box and eye centres in canvas pixels.
+
+    `left_eye` is the eye on the picture's left in the upright face (the person's right eye).
+    """
+
+    box: Box
+    left_eye: tuple[float, float]
+    right_eye: tuple[float, float]
+
+
+def _eye_in_canvas(
+    ident: Identity,
+    look: Look,
+    side: int,
+    unit_x: float,
+    unit_y: float,
+    centre: tuple[float, float],
+    theta: float,
+) -> tuple[float, float]:
+    """An eye centre (render_person's face units) in canvas pixels after squash and roll."""
+    shift = look.yaw * 0.3 * ident.face_w
+    cx = side * ident.eye_gap * ident.face_w + shift * (1.1 if side * look.yaw > 0 else 0.9)
+    dx, dy = cx * unit_x, ident.eye_y * unit_y
+    # Image.rotate(roll) turns counter-clockwise on screen (y points down).
+    return (
+        centre[0] + dx * math.cos(theta) + dy * math.sin(theta),
+        centre[1] - dx * math.sin(theta) + dy * math.cos(theta),
+    )

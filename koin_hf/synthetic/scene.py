@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from koin_hf.synthetic.basics import Box, _choice, _random_colour, _shade
 from koin_hf.synthetic.identity import class_identity, random_identity, random_look
-from koin_hf.synthetic.person import paste_person
+from koin_hf.synthetic.person import PlacedFace, paste_person
 
 # subset -> (folder in the raw KoIn layout, photo kind)
 SUBSETS: dict[str, tuple[str, str]] = {
@@ -40,6 +40,29 @@ class SyntheticPhoto:
     relpath: str
     image: Image.Image
     face_box: Box  # the labelled person's face (forehead to chin) in image pixels
+    # Every face drawn (background people too), in drawing order, and which one is labelled.
+    faces: tuple[PlacedFace, ...] = ()
+    labelled: int = 0
+
+    def face_record(self) -> dict:
+        """One line of koin synth's faces.jsonl: where every face is, and the labelled one."""
+
+        def point(xy: tuple[float, float]) -> list[float]:
+            return [round(xy[0], 2), round(xy[1], 2)]
+
+        return {
+            "image_id": self.relpath,
+            "size": list(self.image.size),
+            "labelled": self.labelled,
+            "faces": [
+                {
+                    "box": list(face.box),
+                    "left_eye": point(face.left_eye),
+                    "right_eye": point(face.right_eye),
+                }
+                for face in self.faces
+            ],
+        }
 
 
 def _background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
@@ -169,7 +192,8 @@ def _photo_size(
     return width, int(width * rng.uniform(1.15, 1.35))
 
 
-def _portrait(rng, ident, look, size) -> tuple[Image.Image, Box]:
+def _portrait(rng, ident, look, size, placed: list[PlacedFace]) -> tuple[Image.Image, int]:
+    """The portrait and the index in `placed` of the labelled person's face."""
     width, height = size
     canvas = _background(rng, size)
     _clutter(rng, canvas)
@@ -184,6 +208,7 @@ def _portrait(rng, ident, look, size) -> tuple[Image.Image, Box]:
                 (rng.uniform(0, width), rng.uniform(0.15, 0.6) * height),
                 float(rng.normal(0, 8)),
                 blur=rng.uniform(0.5, 2.5) * height / 320,
+                placed=placed,
             )
     centre = (rng.uniform(0.3, 0.7) * width, rng.uniform(0.3, 0.55) * height)
     if rng.random() < 0.12:  # partly out of frame, like a careless crop
@@ -195,11 +220,12 @@ def _portrait(rng, ident, look, size) -> tuple[Image.Image, Box]:
         else:
             face, centre = face * 1.3, (centre[0], rng.uniform(0.12, 0.25) * height)
     roll = float(np.clip(rng.normal(0, 8), -25, 25))
-    box = paste_person(canvas, ident, look, face, centre, roll)
-    return canvas, box
+    paste_person(canvas, ident, look, face, centre, roll, placed=placed)
+    return canvas, len(placed) - 1
 
 
-def _group(rng, ident, size) -> tuple[Image.Image, Box]:
+def _group(rng, ident, size, placed: list[PlacedFace]) -> tuple[Image.Image, int]:
+    """The group photo and the index in `placed` of the labelled person's face."""
     width, height = size
     canvas = _background(rng, size)
     _clutter(rng, canvas)
@@ -207,21 +233,22 @@ def _group(rng, ident, size) -> tuple[Image.Image, Box]:
     slot = int(rng.integers(people))
     face = min(height * rng.uniform(0.22, 0.34), width / people * rng.uniform(0.7, 0.95))
     xs = (np.arange(people) + 0.5 + rng.uniform(-0.15, 0.15, people)) * width / people
-    box: Box = (0, 0, 1, 1)
+    labelled = 0
     for i in rng.permutation(people):
         person = ident if i == slot else random_identity(rng)
         centre = (float(xs[i]), rng.uniform(0.32, 0.5) * height)
-        placed = paste_person(
+        paste_person(
             canvas,
             person,
             random_look(rng),
             face * rng.uniform(0.9, 1.1),
             centre,
             float(np.clip(rng.normal(0, 7), -20, 20)),
+            placed=placed,
         )
         if i == slot:
-            box = placed
-    return canvas, box
+            labelled = len(placed) - 1
+    return canvas, labelled
 
 
 @dataclass(frozen=True)
@@ -245,14 +272,19 @@ def render_photo(job: PhotoJob) -> SyntheticPhoto:
     rng = np.random.default_rng([job.seed, _SUBSET_STREAM[job.subset], job.label, job.index])
     kind = SUBSETS[job.subset][1]
     size = _photo_size(rng, job.image_size, group=kind == "group")
+    placed: list[PlacedFace] = []
     if kind == "group":
-        canvas, box = _group(rng, ident, size)
+        canvas, labelled = _group(rng, ident, size, placed)
     else:
         occlusion = (
             _choice(rng, ["mask", "hat", "both"], [0.35, 0.35, 0.3]) if kind == "hard" else None
         )
-        canvas, box = _portrait(rng, ident, random_look(rng, occlusion), size)
-    return SyntheticPhoto(job.subset, job.label, job.index, job.relpath, _finish(rng, canvas), box)
+        canvas, labelled = _portrait(rng, ident, random_look(rng, occlusion), size, placed)
+    image = _finish(rng, canvas)
+    box = placed[labelled].box
+    return SyntheticPhoto(
+        job.subset, job.label, job.index, job.relpath, image, box, tuple(placed), labelled
+    )
 
 
 def photo_jobs(

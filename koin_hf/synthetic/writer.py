@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,9 @@ from koin_hf.hub.provenance import write_synthetic_marker
 from koin_hf.synthetic.identity import class_names
 from koin_hf.synthetic.scene import SUBSETS, PhotoJob, SyntheticPhoto, photo_jobs, render_photo
 
+# Beside classes.csv: one line per photo, {"image_id", "size", "labelled", "faces": [{"box",
+# "left_eye", "right_eye"}]} (koin_hf.faces.detection reads it for the `recorded` detector).
+FACES_RECORD_FILE = "faces.jsonl"
 DEFAULT_COUNTS: dict[str, int] = {"train": 60, "test": 20, "hard": 20, "group": 10}
 
 
@@ -44,8 +48,10 @@ def iter_photos(
         yield render_photo(job)
 
 
-def _write_photo(job: PhotoJob, out_dir: Path, quality: int) -> None:
-    render_photo(job).image.save(out_dir / job.relpath, "JPEG", quality=quality)
+def _write_photo(job: PhotoJob, out_dir: Path, quality: int) -> dict:
+    photo = render_photo(job)
+    photo.image.save(out_dir / job.relpath, "JPEG", quality=quality)
+    return photo.face_record()
 
 
 def _default_workers() -> int:
@@ -114,8 +120,14 @@ def generate_synthetic_koin(
     bar = tqdm(
         total=len(jobs), desc="koin synth", unit="photo", disable=not progress, mininterval=0.5
     )
-    with ThreadPoolExecutor(workers or _default_workers()) as pool:
-        for _ in pool.map(lambda job: _write_photo(job, out, quality), jobs):
+    # Where every face is (box, eyes, which one is labelled): the truth the face path is tested
+    # against. One JSON object per photo, in photo order.
+    with (
+        ThreadPoolExecutor(workers or _default_workers()) as pool,
+        open(out / FACES_RECORD_FILE, "w", encoding="utf-8") as records,
+    ):
+        for record in pool.map(lambda job: _write_photo(job, out, quality), jobs):
+            records.write(json.dumps(record) + "\n")
             bar.update()
     bar.close()
     return out

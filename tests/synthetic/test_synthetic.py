@@ -76,7 +76,8 @@ def test_writes_the_raw_koin_layout_with_counts_and_classes_csv(learn_dir: Path)
             files = sorted((learn_dir / folder / class_dir).iterdir())
             assert len(files) == count and all(f.suffix == ".jpg" for f in files)
     top = sorted(p.name for p in learn_dir.iterdir())
-    assert top == ["Group_cases", "SYNTHETIC.json", "classes.csv", "hard_cases", "normal_cases"]
+    top_expected = ["Group_cases", "SYNTHETIC.json", "classes.csv", "faces.jsonl", "hard_cases"]
+    assert top == [*top_expected, "normal_cases"]
     # Real JPEGs whose sizes vary per photo (portrait singles, landscape groups).
     sizes = set()
     for path in sorted((learn_dir / "normal_cases/train/0000").iterdir())[:10]:
@@ -100,7 +101,7 @@ def test_same_seed_same_bytes_whatever_the_thread_count(tmp_path: Path):
         tmp_path / "c", num_classes=3, seed=6, workers=1, progress=False, **TINY
     )
     files_a, files_b, files_c = _files(a), _files(b), _files(c)
-    assert len(files_a) == 2 + 3 * 5  # classes.csv, SYNTHETIC.json, 5 photos per class
+    assert len(files_a) == 3 + 3 * 5  # classes.csv, SYNTHETIC.json, faces.jsonl, 5 photos a class
     assert files_a == files_b
     assert files_a.keys() == files_c.keys()
     assert all(files_a[k] != files_c[k] for k in files_a)  # another seed: other people, photos
@@ -148,6 +149,7 @@ def test_refuses_non_empty_output_and_bad_arguments(tmp_path: Path):
     assert sorted(p.name for p in out.iterdir()) == [
         "SYNTHETIC.json",
         "classes.csv",
+        "faces.jsonl",
         "normal_cases",
     ]
 

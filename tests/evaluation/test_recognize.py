@@ -1,0 +1,101 @@
+"""`koin recognize`: every face with its box, top-3 names from the model, and a drawn PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from koin_hf.cli import main
+from koin_hf.errors import KoinError
+from koin_hf.evaluation.recognize import crop_size_for, name_faces, recognize
+from koin_hf.evaluation.scoring import ImageScorer
+from koin_hf.faces.alignment import align_face
+from koin_hf.faces.detection import detect_reduced, get_detector, iou
+from koin_hf.models.loading import load_model_and_processor
+from koin_hf.synthetic.writer import iter_photos
+
+pytest.importorskip("ai_edge_litert")
+NAMES = ["Ann Lee", "Bo Kim", "Cy Park", "Di Choi"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("vit")
+    model, processor, _ = load_model_and_processor("vit-tiny", NAMES, seed=0)
+    model.save_pretrained(root)
+    processor.save_pretrained(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def group_photo(tmp_path_factory):
+    photo = next(iter(iter_photos(3, 7, {"group": 1}, image_size=(800, 560))))
+    path = tmp_path_factory.mktemp("photos") / "group.jpg"
+    photo.image.save(path, quality=95)
+    return photo, path
+
+
+def test_every_face_gets_a_box_and_the_models_top3(model_dir, group_photo, tmp_path):
+    photo, path = group_photo
+    (result,) = recognize(model_dir, [path], output_dir=tmp_path / "out")
+    faces = result["faces"]
+    assert (result["width"], result["height"]) == (800, 560)
+    assert len(faces) >= len(photo.faces) - 1
+    for drawn in photo.faces[:-1]:
+        assert any(iou(tuple(f["box"]), drawn.box) >= 0.3 for f in faces)
+    assert [f["box"][0] for f in faces] == sorted(f["box"][0] for f in faces)
+    for face in faces:
+        labels = [p["label"] for p in face["predictions"]]
+        scores = [p["score"] for p in face["predictions"]]
+        assert len(labels) == 3 and set(labels) <= set(NAMES)
+        assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
+        assert set(face["landmarks"]) >= {"left_eye", "right_eye"}
+    annotated = Image.open(result["annotated"])
+    assert annotated.size == (800, 560) and annotated.format == "PNG"
+    assert not np.array_equal(np.asarray(annotated), np.asarray(Image.open(path).convert("RGB")))
+
+
+def test_names_come_from_the_model_through_one_function(model_dir, group_photo):
+    """The scores are the model's softmax on the aligned crops, not anything else."""
+    photo, path = group_photo
+    scorer = ImageScorer(model_dir, device="cpu")
+    image = Image.open(path).convert("RGB")
+    faces = sorted(detect_reduced(get_detector(), image), key=lambda f: f.box[0])
+    crops = [align_face(image, face, crop_size_for(scorer)) for face in faces]
+    logits = scorer.logits(crops)
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    ranked = name_faces(scorer, crops, top_k=4)
+    for row, names in zip(expected, ranked, strict=True):
+        assert [p["label"] for p in names][0] == NAMES[int(row.argmax())]
+        assert names[0]["score"] == pytest.approx(float(row.max()), rel=1e-5)
+    (result,) = recognize(model_dir, [path], top_k=4)
+    got = [[(p["label"], p["score"]) for p in f["predictions"]] for f in result["faces"]]
+    want = [[(p["label"], p["score"]) for p in names] for names in ranked]
+    assert [[label for label, _ in row] for row in got] == [[n for n, _ in r] for r in want]
+    assert np.allclose([[s for _, s in row] for row in got], [[s for _, s in r] for r in want])
+
+
+def test_cli_json_and_a_photo_without_faces(model_dir, group_photo, tmp_path, capsys):
+    photo, path = group_photo
+    empty = tmp_path / "wall.png"
+    Image.new("RGB", (300, 200), (90, 140, 200)).save(empty)
+    assert main(["recognize", str(model_dir), str(path), str(empty), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in results] == [str(path), str(empty)]
+    assert results[1]["faces"] == [] and len(results[0]["faces"]) >= 2
+    assert main(["recognize", str(model_dir), str(path), "--output-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "face(s)" in out and (tmp_path / "group.faces.png").is_file()
+
+
+def test_mistakes_are_one_line(model_dir, group_photo, tmp_path, capsys):
+    _, path = group_photo
+    assert main(["recognize", str(model_dir), str(tmp_path / "missing.jpg")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(KoinError, match="unknown face detector"):
+        recognize(model_dir, [path], detector="nope")

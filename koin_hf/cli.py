@@ -23,6 +23,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "fine-tune an image classifier (same arguments as train.py)"),
     "evaluate": ("evaluate", "score a model top-1/top-3 on the normal, hard and group test sets"),
     "predict": ("predict", "print the top-3 names for a few images"),
+    "embed": ("embed", "cache the image embeddings of a model on a dataset (parquet)"),
+    "probe": ("probe", "fit the paper's linear probe (logistic regression) on cached embeddings"),
+    "calibrate": ("calibrate", "fit a temperature and an 'unknown' threshold for a model"),
+    "enroll": ("enroll", "add a person to a model from a few photos, without training"),
+    "unenroll": ("unenroll", "remove a person from a model"),
     "push": ("push", "upload a trained model dir with its model card to the Hub"),
     "push-dataset": ("push_dataset", "upload a prepared dataset dir with its card to the Hub"),
 }

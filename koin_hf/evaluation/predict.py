@@ -72,6 +72,7 @@ def predict(
     top_k: int = 3,
     device: str | torch.device | None = None,
     max_megapixels: float | None = None,
+    open_set: bool = True,
 ) -> list[list[dict]]:
     """For each image, `pipeline("image-classification")`'s top-k `{"label", "score"}` dicts.
 
@@ -79,7 +80,10 @@ def predict(
     (or URLs). Every image's header is read before the model loads, so a typo or an image over
     the pixel budget (`max_megapixels`, default $KOIN_MAX_MEGAPIXELS, else 64) does not cost a
     model load. Each image is decoded by `koin_hf.data.transforms.decode_for_model`: the same
-    pixels `koin evaluate` gives it.
+    pixels `koin evaluate` gives it. A model calibrated by `koin calibrate` (config.json
+    `koin_open_set`) answers "unknown" when the top score is at or below its threshold:
+    `{"label": "unknown", "score": top score, "threshold": t}` comes first and the top-k names
+    follow it (`open_set=False`: never).
     """
     if top_k < 1:
         raise KoinError(f"--top_k must be at least 1, got {top_k}.")
@@ -91,6 +95,7 @@ def predict(
     from transformers import pipeline
 
     from koin_hf.data.transforms import decode_for_model, model_decode_side
+    from koin_hf.evaluation.open_set import OpenSetSettings, apply_open_set
     from koin_hf.evaluation.scoring import default_device
 
     check_model_folder(model)  # a truncated or missing weights file: one line, before any work
@@ -107,4 +112,6 @@ def predict(
             decoded.append(decode_for_model(source, decode_side, budget))
         except UnusableImage as err:
             raise KoinError(f"cannot read image {name!r}: {err}") from err
-    return classifier(decoded, top_k=top_k)
+    ranked = classifier(decoded, top_k=top_k)
+    settings = OpenSetSettings.from_config(classifier.model.config) if open_set else None
+    return [apply_open_set(one, settings) for one in ranked]

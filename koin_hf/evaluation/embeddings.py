@@ -8,7 +8,8 @@ captured by a forward hook on the head while the pipeline-loaded model runs, so 
 exactly the ones the saved model turns into logits: `logits = embedding @ W.T + b`.
 
 Embeddings are cached as a parquet file (columns `image_id`, `label`, `embedding`) under
-`$KOIN_HF_CACHE/embeddings/<backbone fingerprint>/<data fingerprint>/`, readable by
+`$KOIN_HF_CACHE/embeddings/<backbone fingerprint>/<data fingerprint>/` (or under
+`$KOIN_HF_EMBEDDINGS_CACHE`), readable by
 `load_dataset("parquet", data_files=...)`. The backbone fingerprint hashes every weight of the
 model except its head, plus the image processor's settings: a linear probe, a calibrated model
 and a model with enrolled people share the backbone of the model they came from, and so its
@@ -172,7 +173,11 @@ class Embedder:
         return self.embed_pixels(self.scorer.preprocess(images))
 
     def cache_dir(self, data, cache_root: str | Path | None = None) -> Path:
-        root = Path(cache_root) if cache_root else default_cache_dir() / "embeddings"
+        root = Path(
+            cache_root
+            or os.environ.get("KOIN_HF_EMBEDDINGS_CACHE")
+            or default_cache_dir() / "embeddings"
+        )
         return root / self.fingerprint[:20] / data_fingerprint(data)[:20]
 
     def embed_split(

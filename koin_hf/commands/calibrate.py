@@ -23,6 +23,13 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="share of impostor photos the threshold may accept (default 0.01)",
     )
     parser.add_argument(
+        "--score",
+        choices=["prototype_cosine", "msp"],
+        default="prototype_cosine",
+        help="what the threshold applies to: the largest cosine with the class prototypes "
+        "(default) or the calibrated top softmax score",
+    )
+    parser.add_argument(
         "--known_unknowns",
         default=None,
         metavar="DATASET",
@@ -41,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         args.model,
         args.dataset,
         target_far=args.target_far,
+        score=args.score,
         known_unknowns=args.known_unknowns,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
@@ -54,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
     )
     impostors = ", ".join(f"{n} {what}" for what, n in fitted["impostors"].items())
     print(
-        f"threshold {settings['threshold']:.4f} on the top softmax score for FAR "
-        f"{settings['target_far']:g} ({impostors})"
+        f"threshold {settings['threshold']:.4f} on the {settings['score']} score for FAR "
+        f"{settings['target_far']:g} ({impostors}); on pipeline()'s top score: "
+        f"{settings['msp_threshold']:.4f}"
     )
     print(f"wrote {args.model}/config.json (koin_open_set)")
     return 0

@@ -170,7 +170,7 @@ def _open_set(args: argparse.Namespace, dataset: str, output_dir) -> None:
     for config, entry in results["configs"].items():
         tar = entry["tar_at_far"]
         print(
-            f"{config:<10} {entry['auroc']['msp']:7.4f} {100 * tar['0.01']['tar']:7.2f}% "
+            f"{config:<10} {entry['auroc'][threshold['score']]:7.4f} {100 * tar['0.01']['tar']:7.2f}% "
             f"{100 * tar['0.001']['tar']:8.2f}% "
             f"{100 * entry['open_set_accuracy']['accuracy']:8.2f}% "
             f"{entry['ece']['after_temperature']:7.4f}"

@@ -1,21 +1,27 @@
 """Open-set recognition: scores, AUROC, TAR at a FAR, ECE, temperature, threshold, "unknown".
 
 A closed-set classifier always names one of its people. Open-set recognition adds a rejection
-rule: the top softmax score (after temperature scaling) below a threshold means "unknown".
+rule: a score below a threshold means "unknown".
 
-- **Scores** (higher = more confident the person is enrolled): `msp`, the maximum softmax
-  probability (the score `pipeline()` shows, so a pipeline user applies the same rule);
-  `max_logit`; `cosine`, the largest cosine similarity between the embedding and a head row.
+- **Scores** (higher = more likely an enrolled person):
+  `prototype_cosine` (the default for rejection): the largest cosine similarity between the
+  image's embedding and the class prototypes, both centred on the mean training embedding
+  (prototype = mean training embedding of the class; stored in the model folder as
+  `open_set.safetensors`, and an enrolled person's photos give theirs);
+  `msp`, the maximum softmax probability (the score `pipeline()` shows);
+  `max_logit`; `head_cosine`, the largest cosine between the embedding and a head row.
 - **Calibration**: one temperature T, fitted by minimising the negative log-likelihood on the
   validation split (carved from train, never a test set). It is folded into the head
   (W/T, b/T), so that every consumer, plain `pipeline()` included, reports calibrated scores.
 - **Threshold** for a target false-accept rate: fitted on impostor scores. Without
   "known unknowns" (photos of people outside the model), each validation image is scored as an
-  impostor by removing its own class from the softmax (renormalising over the others): the
-  score the model would give that photo if its person were not enrolled. Photos of known
-  unknowns, when given, are added to the impostors.
-- **Storage**: `config.json` gets `koin_open_set` = {"temperature", "threshold", "score",
-  "target_far", ...}; `apply_open_set` (used by `koin predict`) answers "unknown" below it.
+  impostor with its own class taken out (its prototype, or its softmax entry): the score the
+  model would give that photo if its person were not enrolled. Photos of known unknowns, when
+  given, are added to the impostors.
+- **Storage**: `config.json` gets `koin_open_set` = {"score", "threshold", "msp_threshold",
+  "temperature", "target_far", ...}; `apply_open_set` (used by `koin predict`) answers
+  "unknown" at or below the threshold. `msp_threshold` is the same rule on `pipeline()`'s own
+  top score, for users without koin-hf (a weaker separation, see docs/OPEN_SET.md).
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ UNKNOWN_LABEL = "unknown"
 CONFIG_KEY = "koin_open_set"
 FARS: tuple[float, ...] = (0.01, 0.001)
 ECE_BINS = 15
-SCORES = ("msp", "max_logit", "cosine")
+SCORES = ("prototype_cosine", "msp", "max_logit", "head_cosine")
+PROTOTYPES_FILE = "open_set.safetensors"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -48,21 +55,70 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _unit(rows: np.ndarray) -> np.ndarray:
+    rows = np.asarray(rows, np.float64)
+    return rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
+
+
+@dataclass
+class Prototypes:
+    """Centred, unit-length class prototypes (rows in the model's label order) and the centre."""
+
+    mean: np.ndarray  # (dim,)
+    rows: np.ndarray  # (n_labels, dim)
+
+    @classmethod
+    def from_embeddings(
+        cls, features: np.ndarray, references: np.ndarray, num_labels: int
+    ) -> Prototypes:
+        """Class means of (training) embeddings; `references` index the model's labels."""
+        mean = features.mean(axis=0)
+        rows = np.zeros((num_labels, features.shape[1]))
+        for label in range(num_labels):
+            mask = references == label
+            if mask.any():
+                rows[label] = features[mask].mean(axis=0) - mean
+        return cls(mean.astype(np.float32), _unit(rows).astype(np.float32))
+
+    def similarities(self, features: np.ndarray) -> np.ndarray:
+        """(n, n_labels) cosine similarities of the centred embeddings with the prototypes."""
+        return _unit(np.asarray(features, np.float64) - self.mean) @ self.rows.T.astype(np.float64)
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        return self.similarities(features).max(axis=1)
+
+    def save(self, model_dir: str | Path) -> Path:
+        from safetensors.numpy import save_file
+
+        path = Path(model_dir) / PROTOTYPES_FILE
+        save_file({"mean": self.mean, "prototypes": self.rows}, str(path))
+        return path
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> Prototypes | None:
+        from safetensors.numpy import load_file
+
+        path = Path(model_dir) / PROTOTYPES_FILE
+        if not path.is_file():
+            return None
+        tensors = load_file(str(path))
+        return cls(tensors["mean"], tensors["prototypes"])
+
+
 def open_set_scores(
     logits: np.ndarray,
     features: np.ndarray | None = None,
     weight: np.ndarray | None = None,
-    temperature: float = 1.0,
+    prototypes: Prototypes | None = None,
 ) -> dict[str, np.ndarray]:
-    """{score name: (n,) scores}; `cosine` needs the embeddings and the head's weight."""
-    scores = {
-        "msp": softmax(logits, temperature).max(axis=1),
-        "max_logit": np.asarray(logits, np.float64).max(axis=1) / temperature,
-    }
+    """{score name: (n,) scores} for every score the inputs allow."""
+    scores = {}
+    if features is not None and prototypes is not None:
+        scores["prototype_cosine"] = prototypes.scores(features)
+    scores["msp"] = softmax(logits).max(axis=1)
+    scores["max_logit"] = np.asarray(logits, np.float64).max(axis=1)
     if features is not None and weight is not None:
-        f = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-        w = weight / np.maximum(np.linalg.norm(weight, axis=1, keepdims=True), 1e-12)
-        scores["cosine"] = (f @ w.T).max(axis=1)
+        scores["head_cosine"] = (_unit(features) @ _unit(weight).T).max(axis=1)
     return scores
 
 
@@ -71,6 +127,13 @@ def held_out_class_scores(logits: np.ndarray, labels: np.ndarray, temperature: f
     masked = np.asarray(logits, np.float64).copy()
     masked[np.arange(len(labels)), labels] = -np.inf
     return softmax(masked, temperature).max(axis=1)
+
+
+def held_out_prototype_scores(similarities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Max prototype cosine of each image with its own class's prototype taken out."""
+    masked = np.asarray(similarities, np.float64).copy()
+    masked[np.arange(len(labels)), labels] = -np.inf
+    return masked.max(axis=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,7 +261,8 @@ class OpenSetSettings:
     """What `koin calibrate` stores under config.json's `koin_open_set`."""
 
     threshold: float
-    score: str = "msp"
+    score: str = "prototype_cosine"
+    msp_threshold: float | None = None  # the same FAR on pipeline()'s top score
     temperature: float = 1.0  # folded into the head: pipeline() scores are already calibrated
     temperature_folded: bool = True
     target_far: float | None = None
@@ -230,22 +294,29 @@ class OpenSetSettings:
         return asdict(self)
 
 
-def apply_open_set(ranked: Sequence[dict], settings: OpenSetSettings | None) -> list[dict]:
-    """`pipeline()`'s ranked {"label", "score"} for one image, with "unknown" first when the top
-    score is below the model's threshold (the one rule `koin predict` and `koin recognize` use).
+def apply_open_set(
+    ranked: Sequence[dict], settings: OpenSetSettings | None, score: float | None = None
+) -> list[dict]:
+    """`pipeline()`'s ranked {"label", "score"} for one image, with "unknown" first when the
+    image's open-set score is at or below the model's threshold. The one rule `koin predict`
+    uses (and `koin recognize` is meant to reuse).
 
-    The unknown entry carries the top score and the threshold; the ranked names follow it, so a
+    `score` is the image's `settings.score` (e.g. its max prototype cosine, from
+    `Prototypes.scores`); for an `msp` model it defaults to the top softmax score of `ranked`.
+    The unknown entry carries the score and the threshold; the ranked names follow it, so a
     caller still sees who the model thought it was.
     """
     ranked = list(ranked)
     if settings is None or not ranked:
         return ranked
-    if settings.score != "msp":
-        raise KoinError(
-            f"the model's open-set threshold is on the {settings.score!r} score; "
-            "predict applies msp thresholds only."
-        )
-    top = float(ranked[0]["score"])
-    if top > settings.threshold:
+    if score is None:
+        if settings.score != "msp":
+            raise KoinError(
+                f"the model rejects unknown people on the {settings.score!r} score: pass the "
+                "image's score (koin_hf.evaluation.open_set.Prototypes.scores)."
+            )
+        score = float(ranked[0]["score"])
+    if score > settings.threshold:
         return ranked
-    return [{"label": UNKNOWN_LABEL, "score": top, "threshold": settings.threshold}, *ranked]
+    entry = {"label": UNKNOWN_LABEL, "score": float(score), "threshold": settings.threshold}
+    return [entry, *ranked]

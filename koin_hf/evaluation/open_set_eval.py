@@ -40,8 +40,9 @@ from koin_hf.evaluation.metrics import top_k_credit
 from koin_hf.evaluation.open_set import (
     FARS,
     OpenSetSettings,
+    Prototypes,
     auroc,
-    held_out_class_scores,
+    held_out_prototype_scores,
     open_set_accuracy,
     open_set_scores,
     reliability,
@@ -56,14 +57,30 @@ DEFAULT_SEED = 42
 RELIABILITY_PNG = "reliability.png"
 
 
-def validation_of(model: str | Path, train: Embeddings) -> Embeddings:
-    """The validation split the model was selected on: carved from train as its run did."""
+def split_like_training(model: str | Path, train: Embeddings) -> tuple[Embeddings, Embeddings]:
+    """(training part, validation) of a train split, carved as the model's run carved it (its
+    run record's seed and train_val_split; train.py's defaults without a record)."""
     record = RunRecord.load_if_present(model) if Path(str(model)).is_dir() else None
     seed = record.seed if record and record.seed is not None else DEFAULT_SEED
     fraction = (record.data_args.get("train_val_split") if record else None) or (
         DEFAULT_TRAIN_VAL_SPLIT
     )
-    return carve_validation(train, float(fraction), int(seed))[1]
+    return carve_validation(train, float(fraction), int(seed))
+
+
+def validation_of(model: str | Path, train: Embeddings) -> Embeddings:
+    """The validation split the model was selected on: carved from train as its run did."""
+    return split_like_training(model, train)[1]
+
+
+def prototypes_for(model: str | Path, train: Embeddings, model_labels: list[str]) -> Prototypes:
+    """The model's stored prototypes, else class means of the training part of `train`."""
+    stored = Prototypes.load(model) if Path(str(model)).is_dir() else None
+    if stored is not None and stored.rows.shape[0] == len(model_labels):
+        return stored
+    part = split_like_training(model, train)[0]
+    refs = _to_model_index(part.class_names, model_labels)[part.labels]
+    return Prototypes.from_embeddings(part.features, refs, len(model_labels))
 
 
 def _to_model_index(class_names: list[str], model_labels: list[str]) -> np.ndarray:
@@ -146,20 +163,23 @@ def evaluate_open_set(
 
     def scored(emb: Embeddings):
         logits = logits_from_embeddings(emb.features, weight, bias)
-        return logits, open_set_scores(logits, emb.features, weight)
+        return logits, open_set_scores(logits, emb.features, weight, prototypes)
 
+    if "normal/train" not in embedded:
+        raise KoinError(f"dataset {dataset} has no normal train split (prototypes, validation).")
+    prototypes = prototypes_for(model, embedded["normal/train"], model_labels)
     unknown_logits, unknown_scores = scored(unknown)
     threshold_source = "model (koin calibrate)"
     if settings is not None:
-        threshold = settings.threshold
+        threshold, score_name = settings.threshold, settings.score
         temperature = settings.temperature if settings.temperature_folded else 1.0
     else:
-        if "normal/train" not in embedded:
-            raise KoinError("an uncalibrated model needs the normal train split for a threshold.")
         validation = validation_of(model, embedded["normal/train"])
-        val_logits = logits_from_embeddings(validation.features, weight, bias)
         val_refs = _to_model_index(validation.class_names, model_labels)[validation.labels]
-        threshold = threshold_at_far(held_out_class_scores(val_logits, val_refs, 1.0), 0.01)
+        impostors = held_out_prototype_scores(
+            prototypes.similarities(validation.features), val_refs
+        )
+        threshold, score_name = threshold_at_far(impostors, 0.01), "prototype_cosine"
         temperature = 1.0
         threshold_source = "fitted here on validation for FAR 1% (the model is not calibrated)"
 
@@ -168,7 +188,7 @@ def evaluate_open_set(
         "dataset": str(dataset),
         "unknown_images": len(unknown),
         "unknown_people": len({i.rsplit("/", 2)[-2] for i in unknown.image_ids if "/" in i}),
-        "threshold": {"value": threshold, "score": "msp", "source": threshold_source},
+        "threshold": {"value": threshold, "score": score_name, "source": threshold_source},
         "temperature": temperature,
         "configs": {},
     }
@@ -183,11 +203,11 @@ def evaluate_open_set(
         entry: dict = {"n": len(emb), "top1_accuracy": float(correct.mean())}
         entry["auroc"] = {name: auroc(scores[name], unknown_scores[name]) for name in scores}
         entry["tar_at_far"] = {
-            f"{far:g}": tar_at_far(scores["msp"], correct, unknown_scores["msp"], far)
+            f"{far:g}": tar_at_far(scores[score_name], correct, unknown_scores[score_name], far)
             for far in FARS
         }
         entry["open_set_accuracy"] = open_set_accuracy(
-            scores["msp"], correct, unknown_scores["msp"], threshold
+            scores[score_name], correct, unknown_scores[score_name], threshold
         )
         after = reliability(scores["msp"], correct)
         before = reliability(softmax(logits, 1.0 / temperature).max(axis=1), correct)
@@ -195,7 +215,7 @@ def evaluate_open_set(
         entry["reliability_bins"] = after["bins"]
         results["configs"][config] = entry
         conditions = synthetic_conditions(dataset, emb.image_ids) or [config] * len(emb)
-        accepted = scores["msp"] > threshold
+        accepted = scores[score_name] > threshold
         for condition in dict.fromkeys(conditions):
             mask = np.array([c == condition for c in conditions])
             row = conditions_rows.setdefault(condition, {"n": 0, "correct": 0, "accepted": 0,
@@ -216,7 +236,7 @@ def evaluate_open_set(
     results["per_condition"]["unknown"] = {
         "n": len(unknown),
         "top1_accuracy": None,
-        "accepted": float(np.mean(unknown_scores["msp"] > threshold)),
+        "accepted": float(np.mean(unknown_scores[score_name] > threshold)),
         "accepted_and_correct": None,
     }
     if output_dir is not None:
@@ -238,13 +258,15 @@ def render_open_set_section(results: Mapping) -> str:
         "## Open set: known vs unknown people",
         "",
         f"{results['unknown_images']} photos of {results['unknown_people']} people who are not "
-        f"among the classes. Threshold on the top softmax score: "
+        f"among the classes. Threshold on the {results['threshold']['score']} score: "
         f"{results['threshold']['value']:.4f} ({results['threshold']['source']}); "
-        f"temperature {results['temperature']:.3f}.",
+        f"temperature {results['temperature']:.3f}. TAR, DIR and open-set accuracy use that "
+        "score.",
         "",
-        "| known set | n | top-1 | AUROC msp | AUROC max-logit | AUROC cosine | TAR@FAR1% | "
-        "DIR@FAR1% | TAR@FAR0.1% | open-set acc. | ECE before | ECE after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| known set | n | top-1 | AUROC prototype cos | AUROC msp | AUROC max-logit | "
+        "AUROC head cos | TAR@FAR1% | DIR@FAR1% | TAR@FAR0.1% | open-set acc. | ECE before | "
+        "ECE after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for config, entry in results["configs"].items():
         au = entry["auroc"]
@@ -254,8 +276,9 @@ def render_open_set_section(results: Mapping) -> str:
             return "-" if v is None else f"{v:.4f}"
 
         lines.append(
-            f"| {config} | {entry['n']} | {_pct(entry['top1_accuracy'])} | {number(au['msp'])} | "
-            f"{number(au['max_logit'])} | {number(au.get('cosine'))} | {_pct(t1['tar'])} | "
+            f"| {config} | {entry['n']} | {_pct(entry['top1_accuracy'])} | "
+            f"{number(au.get('prototype_cosine'))} | {number(au['msp'])} | "
+            f"{number(au['max_logit'])} | {number(au.get('head_cosine'))} | {_pct(t1['tar'])} | "
             f"{_pct(t1['dir'])} | {_pct(t01['tar'])}{'' if t01['resolvable'] else '*'} | "
             f"{_pct(entry['open_set_accuracy']['accuracy'])} | "
             f"{number(entry['ece']['before_temperature'])} | "

@@ -92,10 +92,17 @@ def predict(
     sources = [_checked_source(name, budget) for name in names]
 
     # Only now the heavy imports: everything above runs without torch.
+    import torch
     from transformers import pipeline
 
     from koin_hf.data.transforms import decode_for_model, model_decode_side
-    from koin_hf.evaluation.open_set import OpenSetSettings, apply_open_set
+    from koin_hf.evaluation.embeddings import head_linear
+    from koin_hf.evaluation.open_set import (
+        PROTOTYPES_FILE,
+        OpenSetSettings,
+        Prototypes,
+        apply_open_set,
+    )
     from koin_hf.evaluation.scoring import default_device
 
     check_model_folder(model)  # a truncated or missing weights file: one line, before any work
@@ -112,6 +119,26 @@ def predict(
             decoded.append(decode_for_model(source, decode_side, budget))
         except UnusableImage as err:
             raise KoinError(f"cannot read image {name!r}: {err}") from err
-    ranked = classifier(decoded, top_k=top_k)
     settings = OpenSetSettings.from_config(classifier.model.config) if open_set else None
-    return [apply_open_set(one, settings) for one in ranked]
+    if settings is None or settings.score == "msp":
+        ranked = classifier(decoded, top_k=top_k)
+        return [apply_open_set(one, settings) for one in ranked]
+    prototypes = Prototypes.load(model) if Path(str(model)).is_dir() else None
+    if prototypes is None:
+        raise KoinError(
+            f"{model} rejects unknown people by prototype but has no {PROTOTYPES_FILE}: run "
+            "koin calibrate again (or pass --closed_set)."
+        )
+    # The embeddings come from the same forward pass that pipeline() runs, read off the head.
+    captured = []
+    head = head_linear(classifier.model)
+    handle = head.register_forward_pre_hook(
+        lambda _module, inputs: captured.append(inputs[0].detach().float().cpu())
+    )
+    try:
+        ranked = classifier(decoded, top_k=top_k)
+    finally:
+        handle.remove()
+    features = torch.cat(captured).reshape(len(decoded), -1).numpy()
+    scores = prototypes.scores(features)
+    return [apply_open_set(one, settings, float(s)) for one, s in zip(ranked, scores, strict=True)]

@@ -6,12 +6,17 @@
    measured on the same split (and reported by `koin evaluate --open_set` on the test sets).
 3. T is folded into the head (W/T, b/T): every consumer, plain `pipeline()` included, then
    reports calibrated probabilities, with the same top-1 as before.
-4. The threshold is the calibrated top softmax score that at most `target_far` of impostor
-   photos exceed. Impostors: each validation photo scored with its own class removed (what the
-   model says about a person it does not know, drawn from real photos), plus, optionally,
-   photos of known unknowns (`--known_unknowns DATASET`: its `unknown` config; never the people
-   you evaluate on).
-5. `config.json` gets `koin_open_set` (see `koin_hf.evaluation.open_set.OpenSetSettings`).
+4. The class prototypes (mean embedding of each class over the training part, centred on the
+   training mean) are written to `open_set.safetensors`; the rejection score is an image's
+   largest cosine with them (`--score prototype_cosine`, the default: it separated unknown
+   people best, see docs/OPEN_SET.md) or the calibrated top softmax score (`--score msp`).
+5. The threshold is the score that at most `target_far` of impostor photos exceed.
+   Impostors: each validation photo scored with its own class taken out (what the model says
+   about a person it does not know, drawn from real photos), plus, optionally, photos of known
+   unknowns (`--known_unknowns DATASET`: its `unknown` config; never the people you evaluate
+   on). The same FAR is also fitted on the calibrated top softmax score (`msp_threshold`), for
+   `pipeline()` users without koin-hf.
+6. `config.json` gets `koin_open_set` (see `koin_hf.evaluation.open_set.OpenSetSettings`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ def calibrate_model(
     dataset: str | Path | None = None,
     *,
     target_far: float = 0.01,
+    score: str = "prototype_cosine",
     known_unknowns: str | Path | None = None,
     batch_size: int = 32,
     num_workers: int = 0,
@@ -47,18 +53,22 @@ def calibrate_model(
     from koin_hf.evaluation.open_set import (
         CONFIG_KEY,
         OpenSetSettings,
+        Prototypes,
         fit_temperature,
         held_out_class_scores,
+        held_out_prototype_scores,
         reliability,
         softmax,
         threshold_at_far,
     )
-    from koin_hf.evaluation.open_set_eval import _to_model_index, validation_of
+    from koin_hf.evaluation.open_set_eval import _to_model_index, split_like_training
     from koin_hf.folder_lock import follow_umask
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise KoinError(f"{model_dir} is not a local model folder: calibrate writes into one.")
+    if score not in ("prototype_cosine", "msp"):
+        raise KoinError(f"--score must be prototype_cosine or msp, not {score!r}")
     if not 0 < target_far < 1:
         raise KoinError(f"--target_far must be between 0 and 1, got {target_far}")
     dataset = dataset_for(model_dir, dataset)
@@ -69,15 +79,22 @@ def calibrate_model(
         embedder, dataset, ["normal"], splits=["train"], batch_size=batch_size,
         num_workers=num_workers,
     )["normal/train"]  # fmt: skip
-    validation = validation_of(model_dir, train)
+    part, validation = split_like_training(model_dir, train)
+    to_model = _to_model_index(validation.class_names, embedder.labels)
+    prototypes = Prototypes.from_embeddings(
+        part.features, to_model[part.labels], len(embedder.labels)
+    )
     logits = logits_from_embeddings(validation.features, weight, bias)
-    refs = _to_model_index(validation.class_names, embedder.labels)[validation.labels]
+    refs = to_model[validation.labels]
     temperature = fit_temperature(logits, refs)
     correct = logits.argmax(axis=1) == refs
     ece_before = reliability(softmax(logits).max(axis=1), correct)["ece"]
     ece_after = reliability(softmax(logits, temperature).max(axis=1), correct)["ece"]
 
     impostors = [held_out_class_scores(logits, refs, temperature)]
+    proto_impostors = [
+        held_out_prototype_scores(prototypes.similarities(validation.features), refs)
+    ]
     sources = {"validation, own class removed": len(validation)}
     if known_unknowns:
         extra = embed_configs(
@@ -86,9 +103,10 @@ def calibrate_model(
         )[f"{OPEN_SET_CONFIG}/test"]  # fmt: skip
         extra_logits = logits_from_embeddings(extra.features, weight, bias)
         impostors.append(softmax(extra_logits, temperature).max(axis=1))
+        proto_impostors.append(prototypes.scores(extra.features))
         sources[f"known unknowns ({known_unknowns})"] = len(extra)
-    impostor_scores = np.concatenate(impostors)
-    threshold = threshold_at_far(impostor_scores, target_far)
+    msp_threshold = threshold_at_far(np.concatenate(impostors), target_far)
+    proto_threshold = threshold_at_far(np.concatenate(proto_impostors), target_far)
 
     # A model calibrated before: its head already holds the old temperature; compose them.
     total_temperature = temperature * (previous.temperature if previous else 1.0)
@@ -98,8 +116,9 @@ def calibrate_model(
         if head.bias is not None:
             head.bias.div_(temperature)
     settings = OpenSetSettings(
-        threshold=threshold,
-        score="msp",
+        threshold=proto_threshold if score == "prototype_cosine" else msp_threshold,
+        score=score,
+        msp_threshold=msp_threshold,
         temperature=round(total_temperature, 6),
         temperature_folded=True,
         target_far=target_far,
@@ -114,5 +133,6 @@ def calibrate_model(
     )
     setattr(embedder.model.config, CONFIG_KEY, settings.to_dict())
     embedder.model.save_pretrained(model_dir, safe_serialization=True)
+    prototypes.save(model_dir)
     follow_umask(model_dir)
     return settings.to_dict()

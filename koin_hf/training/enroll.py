@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from koin_hf.errors import KoinError
+from koin_hf.evaluation.open_set import Prototypes
 
 ENROLLED_KEY = "koin_enrolled"
 
@@ -185,6 +186,11 @@ def enroll(
         np.append(bias, b_new).astype(np.float32),
         [*labels, name],
     )
+    prototypes = Prototypes.load(model_dir)
+    if prototypes is not None:  # a calibrated model: the person gets a prototype too
+        row = photos.mean(axis=0) - prototypes.mean
+        row = row / max(float(np.linalg.norm(row)), 1e-12)
+        prototypes.rows = np.vstack([prototypes.rows, row[None, :].astype(np.float32)])
     enrolled = dict(getattr(embedder.model.config, ENROLLED_KEY, None) or {})
     enrolled[name] = {
         "photos": [Path(p).name for p in paths],
@@ -193,6 +199,8 @@ def enroll(
     }
     setattr(embedder.model.config, ENROLLED_KEY, enrolled)
     embedder.model.save_pretrained(model_dir, safe_serialization=True)
+    if prototypes is not None:
+        prototypes.save(model_dir)
     follow_umask(model_dir)
     return {"name": name, "labels": len(labels) + 1, **enrolled[name]}
 
@@ -221,5 +229,9 @@ def unenroll(model_dir: str | Path, name: str, *, device=None) -> dict:
     was_enrolled = enrolled.pop(labels[index], None) is not None
     setattr(model.config, ENROLLED_KEY, enrolled)
     model.save_pretrained(model_dir, safe_serialization=True)
+    prototypes = Prototypes.load(model_dir)
+    if prototypes is not None and len(prototypes.rows) == len(labels):
+        prototypes.rows = prototypes.rows[keep]
+        prototypes.save(model_dir)
     follow_umask(model_dir)
     return {"name": labels[index], "was_enrolled": was_enrolled, "labels": len(keep)}

@@ -56,6 +56,8 @@ KOIN_OUTPUT_FILES = frozenset(
         "eval_results.json",
         "trainer_state.json",
         "README.md",
+        "open_set.safetensors",  # koin calibrate / enroll: class prototypes
+        "probe.json",  # koin probe: the C sweep
     }
 )
 KOIN_OUTPUT_FOLDERS = frozenset({"adapter", "runs"})  # --save_adapter; TensorBoard's logs

@@ -22,6 +22,7 @@ its threshold. `unenroll` removes a row (any label: a trained person can be remo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -161,11 +162,12 @@ def enroll(
     paths = _image_paths(images)
     if not paths:
         raise KoinError("enroll needs at least one photo of the person.")
+    known = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("id2label", {})
+    if name in {normalize_name(label) for label in known.values()}:
+        raise KoinError(f"the model already knows {name!r}; unenroll it first to replace it.")
     dataset = dataset_for(model_dir, dataset)
     embedder = Embedder(model_dir, device=device)
     labels = _labels(embedder.model)
-    if name in {normalize_name(label) for label in labels}:
-        raise KoinError(f"the model already knows {name!r}; unenroll it first to replace it.")
     photos = np.concatenate(
         [embedder.embed_images(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
     )

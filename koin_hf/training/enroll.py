@@ -10,7 +10,9 @@ embedding shares a large common component; an uncentred prototype would be close
 The scale `a` and offset `beta` keep the new logit comparable with the trained classes': on the
 person's own photos (leave-one-out prototypes, so not flattered by their own photo) it averages
 the logit a trained class gets on its own validation photos, and on other people's validation
-photos the logit a trained class gets on photos of somebody else. The other rows are untouched,
+photos the logit a trained class gets on photos of somebody else. The offset is then lowered, where needed, until no
+trained person's validation photo scores higher for the new person than for themself. The other
+rows are untouched,
 so a trained class's logits do not move; only images that now score higher for the new person
 change their answer.
 
@@ -121,6 +123,12 @@ def enrollment_row(
         )
     scale = (own_logit - other_logit) / gap
     beta = own_logit - scale * float(own.mean())
+    # Guard the trained people: on their validation photos the new logit must stay below
+    # their own class's logit (no photo taken from them), so beta is lowered where needed.
+    headroom = logits[rows, validation_refs] - scale * others
+    safe_beta = float(headroom.min()) - 1e-3
+    guarded = safe_beta < beta
+    beta = min(beta, safe_beta)
     w_new = (scale * d).astype(np.float32)
     b_new = float(beta - scale * float(d @ train_mean))
     details = {
@@ -129,6 +137,7 @@ def enrollment_row(
         "others_projection": float(others.mean()),
         "target_own_logit": own_logit,
         "target_other_logit": other_logit,
+        "offset_lowered_to_spare_trained_people": bool(guarded),
     }
     return w_new, b_new, details
 

@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from datasets import load_dataset
 
+    from koin_hf.errors import KoinError
     from koin_hf.evaluation.embeddings import Embedder, embed_configs
     from koin_hf.evaluation.open_set_eval import evaluate_open_set
     from koin_hf.training.calibrate import calibrate_model
@@ -138,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
             path.write_bytes(raw_images.cast_column("image", _undecoded())[i]["image"]["bytes"])
             paths.append(str(path))
         name = f"Enrolled {person}"
-        enroll(model, name, paths, dataset)
+        try:
+            enroll(model, name, paths, dataset)
+        except KoinError as err:  # e.g. a random --quick model: the photos do not cluster
+            print(f"{person:<8} not enrolled: {err}")
+            continue
         new_labels = [*labels, name]
         own = np.mean(_top1(model, unknown.subset(np.isin(np.arange(len(unknown)), rest)),
                             new_labels) == len(labels))  # fmt: skip
@@ -148,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         drops.append(100 * (before - after))
         print(f"{person:<8} {len(rest):>10} {100 * own:9.2f}% {100 * after:12.2f}% "
               f"{100 * (before - after):6.2f}")  # fmt: skip
+    if not own_scores:
+        print("no one enrolled")
+        return 0
     print(f"mean: own top-1 {100 * np.mean(own_scores):.2f}% (min {100 * min(own_scores):.2f}%), "
           f"trained people's drop {np.mean(drops):.2f} points (max {max(drops):.2f})")  # fmt: skip
     print(f"load average after: {load_average()}")

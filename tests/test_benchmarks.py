@@ -130,3 +130,17 @@ def test_gpu_check_dry_run_runs_every_part_on_the_cpu(tmp_path):
     ):
         assert re.search(rf"{re.escape(ratio)}[^:\n]*: [\d.]+\n", out), ratio
     assert out.rstrip().endswith("parts failed: 0")
+
+
+def test_probe_benchmark_compares_probe_and_freeze_backbone(work_dir, monkeypatch, capsys):
+    out = _run("bench_probe", work_dir, monkeypatch, capsys)
+    for row in ("train.py --freeze", "koin probe (cold)", "koin probe (cached)"):
+        assert row in out
+    assert "probe / freeze wall =" in out and "validation top-1: probe - freeze" in out
+
+
+def test_open_set_benchmark_calibrates_and_enrolls(work_dir, monkeypatch, capsys):
+    out = _run("bench_open_set", work_dir, monkeypatch, capsys)
+    assert "calibration: temperature" in out
+    assert "enrolment from 5 photos" in out
+    assert "trained people's drop" in out or "no one enrolled" in out

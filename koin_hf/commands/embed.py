@@ -37,8 +37,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from koin_hf.evaluation.embeddings import Embedder
-    from koin_hf.evaluation.open_set import dataset_for, embed_configs
+    from koin_hf.evaluation.embeddings import Embedder, dataset_for, embed_configs
 
     pixel_budget(args.max_megapixels)
     dataset = dataset_for(args.model, args.dataset)

@@ -274,3 +274,12 @@ def test_enroll_adds_a_person_and_unenroll_removes_them_exactly(data, capsys):
 
     for name, tensor in load(original).items():
         assert torch.equal(tensor, load((model / "model.safetensors").read_bytes())[name])
+
+
+def test_koin_embed_caches_every_split_of_the_configs(data, capsys):
+    args = ["embed", str(data["model"]), "--dataset", str(data["prepared"]), "--config", "normal"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "normal/train" in out and "normal/test" in out and "embeddings.parquet" in out
+    assert main([*args[:-1], "nothing"]) == 2
+    assert "no config 'nothing'" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from koin_hf.errors import KoinError
 from koin_hf.evaluation.open_set import (
     OpenSetSettings,
     apply_open_set,
@@ -90,11 +91,17 @@ def test_held_out_class_scores_renormalise_over_the_other_classes():
 
 def test_apply_open_set_says_unknown_below_the_threshold_only():
     ranked = [{"label": "Kim", "score": 0.6}, {"label": "Lee", "score": 0.3}]
-    settings = OpenSetSettings(threshold=0.7)
+    settings = OpenSetSettings(threshold=0.7, score="msp")
     out = apply_open_set(ranked, settings)
     assert out[0]["label"] == "unknown" and out[1:] == ranked
-    assert apply_open_set(ranked, OpenSetSettings(threshold=0.5)) == ranked
+    assert apply_open_set(ranked, OpenSetSettings(threshold=0.5, score="msp")) == ranked
     assert apply_open_set(ranked, None) == ranked
+    # A prototype-score model decides on the image's own score, not pipeline()'s.
+    prototype = OpenSetSettings(threshold=0.4)
+    assert apply_open_set(ranked, prototype, 0.3)[0]["label"] == "unknown"
+    assert apply_open_set(ranked, prototype, 0.5) == ranked
+    with pytest.raises(KoinError, match="pass the image's score"):
+        apply_open_set(ranked, prototype)
     config = {"koin_open_set": {"threshold": 0.7, "score": "msp", "temperature": 1.3}}
     assert OpenSetSettings.from_config(config).threshold == 0.7
     assert OpenSetSettings.from_config({}) is None

@@ -52,13 +52,22 @@ CASE_FOLDERS: dict[str, tuple[str, ...]] = {
     "normal": ("normal_cases",),
     "hard": ("hard_cases",),
     "group": ("group_cases",),
+    "unknown": ("unknown_cases",),
 }
-# The configurations, in the order prepare builds and reports them.
-CONFIG_NAMES: tuple[str, ...] = tuple(CASE_FOLDERS)
+# The closed-set configurations (every image one of the classes), scored top-1/top-3.
+CONFIG_NAMES: tuple[str, ...] = ("normal", "hard", "group")
+# Photos of people who are NOT among the classes (open-set impostors): test split only, every
+# label UNKNOWN_LABEL_ID (datasets' "no label" value of a ClassLabel), so the ClassLabel stays
+# the one every config shares. The person is the class folder in image_id.
+OPEN_SET_CONFIG = "unknown"
+UNKNOWN_LABEL_ID = -1
+# Every configuration, in the order prepare builds and reports them.
+ALL_CONFIG_NAMES: tuple[str, ...] = (*CONFIG_NAMES, OPEN_SET_CONFIG)
 CASE_SPLITS: dict[str, tuple[str, ...]] = {
     "normal": ("train", "test"),
     "hard": ("train", "test"),
     "group": ("test",),
+    "unknown": ("test",),
 }
 CLASS_NAMES_FILE = "classes.csv"
 DEFAULT_IMAGE_SIZE = 256
@@ -324,8 +333,11 @@ class SplitListing:
     warnings: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def list_split(root: Path, split_dir: Path, known: set[str]) -> SplitListing:
-    """List a split folder: <class id>/<image>. Raises KoinError for a class unknown to training.
+def list_split(
+    root: Path, split_dir: Path, known: set[str], unknown_people: bool = False
+) -> SplitListing:
+    """List a split folder: <class id>/<image>. Raises KoinError for a class unknown to training
+    (or, with `unknown_people`, for one that IS a class: unknown_cases holds other people).
 
     Only files directly inside a class folder are images (the authors' layout); anything else
     is reported, never silently dropped.
@@ -337,6 +349,13 @@ def list_split(root: Path, split_dir: Path, known: set[str]) -> SplitListing:
         elif not entry.is_dir():
             reason = skip_reason_for_name(entry)
             listing.skipped.append((entry, reason or "not inside a class folder"))
+        elif unknown_people:
+            if entry.name in known:
+                raise KoinError(
+                    f"folder {entry} names a class of normal_cases/train; unknown_cases holds "
+                    "people who are not among the classes (remove it or give it another id)"
+                )
+            _list_class_folder(root, entry, listing)
         elif entry.name not in known:
             raise KoinError(
                 f"class folder {entry} is not among the classes of normal_cases/train; "
@@ -374,7 +393,8 @@ def check_layout(root: Path) -> dict[str, dict[str, SplitListing]]:
     known = set(list_class_ids(root))
     return {
         case: {
-            split: list_split(root, d, known) for split, d in case_split_dirs(root, case).items()
+            split: list_split(root, d, known, case == OPEN_SET_CONFIG)
+            for split, d in case_split_dirs(root, case).items()
         }
         for case in CASE_FOLDERS
     }
@@ -390,6 +410,11 @@ class Koin(datasets.GeneratorBasedBuilder):
         ),
         KoinBuilderConfig(name="hard", case="hard", description="Hard cases: masks and hats."),
         KoinBuilderConfig(name="group", case="group", description="Group photos: test only."),
+        KoinBuilderConfig(
+            name="unknown",
+            case="unknown",
+            description="People who are not among the classes (open set): test only, label -1.",
+        ),
     ]
     DEFAULT_CONFIG_NAME = "normal"
 
@@ -438,7 +463,9 @@ class Koin(datasets.GeneratorBasedBuilder):
             self._skip(path, reason)
         generators = []
         for split, split_dir in split_dirs.items():
-            listing = list_split(self.raw_root, split_dir, known)
+            listing = list_split(
+                self.raw_root, split_dir, known, self.config.case == OPEN_SET_CONFIG
+            )
             for path, reason in listing.skipped:
                 self._skip(path, reason)
             for path, reason in listing.warnings:
@@ -468,7 +495,7 @@ class Koin(datasets.GeneratorBasedBuilder):
                 image_id,
                 {
                     "image": {"bytes": image_bytes, "path": None},
-                    "label": label_of[class_id],
+                    "label": label_of.get(class_id, UNKNOWN_LABEL_ID),
                     "image_id": image_id,
                 },
             )

@@ -138,3 +138,17 @@ def test_onnx_benchmark_times_both_runtimes_at_batch_1_and_32(work_dir, monkeypa
     for batch in (1, 32):
         assert f"batch {batch} (" in out
     assert "summary: onnxruntime / PyTorch images/s: batch 1 " in out
+
+
+def test_probe_benchmark_compares_probe_and_freeze_backbone(work_dir, monkeypatch, capsys):
+    out = _run("bench_probe", work_dir, monkeypatch, capsys)
+    for row in ("train.py --freeze", "koin probe (cold)", "koin probe (cached)"):
+        assert row in out
+    assert "probe / freeze wall =" in out and "validation top-1: probe - freeze" in out
+
+
+def test_open_set_benchmark_calibrates_and_enrolls(work_dir, monkeypatch, capsys):
+    out = _run("bench_open_set", work_dir, monkeypatch, capsys)
+    assert "calibration: temperature" in out
+    assert "enrolment from 5 photos" in out
+    assert "trained people's drop" in out or "no one enrolled" in out

@@ -63,6 +63,13 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--device", default=None, help="torch device (default: cuda when available, else cpu)"
     )
     parser.add_argument("--no_plots", dest="plots", action="store_false", help="skip the PNG plots")
+    parser.add_argument(
+        "--open_set",
+        action="store_true",
+        help="also score known vs unknown people (the dataset's 'unknown' config): AUROC, TAR at "
+        "FAR 1%% and 0.1%%, open-set accuracy at the model's threshold, ECE and a reliability "
+        "diagram, results per condition",
+    )
     parser.add_argument("--max_megapixels", type=float, default=None, help=MAX_MEGAPIXELS_HELP)
     parser.add_argument(
         "--faces",
@@ -105,6 +112,20 @@ def run(args: argparse.Namespace) -> int:
             raise KoinError(f"pass --dataset: {err}") from None
     check_model_folder(args.model)  # truncated or missing weights: one line, before any data
     print(f"dataset: {dataset}")
+    if args.open_set:
+        if args.zero_shot:
+            raise KoinError(
+                "--open_set scores a classifier's head; it does not apply with --zero_shot."
+            )
+        from koin_hf.data.loading import config_names
+        from koin_hf.dataset_script.koin import OPEN_SET_CONFIG
+
+        if OPEN_SET_CONFIG not in config_names(dataset):
+            raise KoinError(
+                f"--open_set needs the dataset's {OPEN_SET_CONFIG!r} config (people who are not "
+                "among the classes): `koin synth --unknown_classes K`, or an "
+                "unknown_cases/test/<id>/ folder in the raw data, then koin prepare."
+            )
     results = evaluate_model(
         args.model,
         dataset,
@@ -133,5 +154,39 @@ def run(args: argparse.Namespace) -> int:
 
     for line in face_summary(results):
         print(line)
+    if args.open_set:
+        _open_set(args, dataset, output_dir)
     print(f"\nwrote {output_dir}/metrics.json and {output_dir}/report.md")
     return 0
+
+
+def _open_set(args: argparse.Namespace, dataset: str, output_dir) -> None:
+    from koin_hf.evaluation.open_set_eval import evaluate_open_set
+
+    results = evaluate_open_set(
+        args.model,
+        dataset,
+        output_dir,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        max_megapixels=args.max_megapixels,
+        device=args.device,
+    )
+    threshold = results["threshold"]
+    print(f"\nopen set: {results['unknown_images']} photos of {results['unknown_people']} unknown "
+          f"people; threshold {threshold['value']:.4f} ({threshold['source']})")  # fmt: skip
+    print(
+        f"{'known set':<10} {'AUROC':>7} {'TAR@1%':>8} {'TAR@0.1%':>9} {'open-acc':>9} {'ECE':>7}"
+    )
+    for config, entry in results["configs"].items():
+        tar = entry["tar_at_far"]
+        print(
+            f"{config:<10} {entry['auroc'][threshold['score']]:7.4f} {100 * tar['0.01']['tar']:7.2f}% "
+            f"{100 * tar['0.001']['tar']:8.2f}% "
+            f"{100 * entry['open_set_accuracy']['accuracy']:8.2f}% "
+            f"{entry['ece']['after_temperature']:7.4f}"
+        )
+    print(f"{'condition':<10} {'n':>5} {'top-1':>8} {'accepted':>9}")
+    for condition, row in results["per_condition"].items():
+        top1 = "-" if row["top1_accuracy"] is None else f"{100 * row['top1_accuracy']:.2f}%"
+        print(f"{condition:<10} {row['n']:>5} {top1:>8} {100 * row['accepted']:8.2f}%")

@@ -15,6 +15,11 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--device", default=None, help="torch device (default: cuda when available, else cpu)"
     )
     parser.add_argument("--max_megapixels", type=float, default=None, help=MAX_MEGAPIXELS_HELP)
+    parser.add_argument(
+        "--closed_set",
+        action="store_true",
+        help="always name someone, even below the model's 'unknown' threshold (koin calibrate)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,9 +31,16 @@ def run(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         device=args.device,
         max_megapixels=args.max_megapixels,
+        open_set=not args.closed_set,
     )
     for path, ranked in zip(args.images, predictions, strict=True):
         print(path)
+        if ranked and "threshold" in ranked[0]:
+            unknown, ranked = ranked[0], ranked[1:]
+            print(
+                f"  unknown (top score {unknown['score']:.4f} <= threshold "
+                f"{unknown['threshold']:.4f}); closest:"
+            )
         for rank, prediction in enumerate(ranked, start=1):
             print(f"  {rank}. {prediction['label']}  {prediction['score']:.4f}")
     return 0

@@ -30,6 +30,19 @@ def register(parser: argparse.ArgumentParser) -> None:
             help=f"{what} per identity (default {DEFAULT_COUNTS[subset]}; 0 skips the folder)",
         )
     parser.add_argument(
+        "--unknown_classes",
+        type=int,
+        default=0,
+        help="further people never in train, in unknown_cases/test/<id>/ (for koin evaluate "
+        "--open_set; default 0)",
+    )
+    parser.add_argument(
+        "--unknown_per_class",
+        type=int,
+        default=DEFAULT_COUNTS["test"],
+        help=f"photos per unknown person (default {DEFAULT_COUNTS['test']})",
+    )
+    parser.add_argument(
         "--image_size",
         default="small",
         help="'small' (about 256x320, varied per photo; group photos landscape), "
@@ -53,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         test_per_class=args.test_per_class,
         hard_per_class=args.hard_per_class,
         group_per_class=args.group_per_class,
+        unknown_classes=args.unknown_classes,
+        unknown_per_class=args.unknown_per_class,
         image_size=args.image_size,
         quality=args.quality,
         workers=args.workers,
@@ -60,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     )
     per_class = args.train_per_class + args.test_per_class + args.hard_per_class
     total = args.num_classes * (per_class + args.group_per_class)
-    print(f"wrote {total} synthetic photos of {args.num_classes} identities to {out}")
+    total += args.unknown_classes * args.unknown_per_class
+    people = args.num_classes + args.unknown_classes
+    print(f"wrote {total} synthetic photos of {people} identities to {out}")
     print(f"next: koin prepare {out} <prepared_dir>")
     return 0

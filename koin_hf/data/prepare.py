@@ -29,8 +29,10 @@ from huggingface_hub import DatasetCardData
 
 from koin_hf.data.images import pixel_budget
 from koin_hf.dataset_script.koin import (
-    CONFIG_NAMES,
+    ALL_CONFIG_NAMES,
     DEFAULT_IMAGE_SIZE,
+    OPEN_SET_CONFIG,
+    UNKNOWN_LABEL_ID,
     Koin,
     RawLocation,
     case_split_dirs,
@@ -144,10 +146,13 @@ def _split_summary(folder: Path, names: list[str], class_names: list[str]) -> di
     for name in names:
         labels = pq.read_table(folder / name, columns=["label"]).column("label")
         counts.update(labels.to_pylist())
-    return {
+    summary = {
         "images": sum(counts.values()),
         "per_class": {class_names[i]: counts.get(i, 0) for i in range(len(class_names))},
     }
+    if counts.get(UNKNOWN_LABEL_ID):  # the unknown config: people outside the classes
+        summary["not_a_class"] = counts[UNKNOWN_LABEL_ID]
+    return summary
 
 
 def build_card_header(
@@ -282,8 +287,10 @@ def _build_all_configs(
     report.update(
         configs={}, image_size=image_size, max_megapixels=max_megapixels, notes=[], empty_splits=[]
     )
-    for name in CONFIG_NAMES:
+    for name in ALL_CONFIG_NAMES:
         if not case_split_dirs(root, name):
+            if name == OPEN_SET_CONFIG:  # optional: most KoIn folders have no unknown people
+                continue
             report["notes"].append(f"no {name} cases folder: config {name!r} not written")
             continue
         builder = Koin(

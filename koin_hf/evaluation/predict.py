@@ -81,6 +81,7 @@ class Predictor:
         *,
         device: str | torch.device | None = None,
         max_megapixels: float | None = None,
+        open_set: bool = True,
     ) -> None:
         self.budget = pixel_budget(max_megapixels)
         from transformers import pipeline
@@ -96,6 +97,24 @@ class Predictor:
         except (OSError, ValueError) as err:
             raise KoinError(f"cannot load the model {str(model)!r}: {err}") from err
         self.decode_side = model_decode_side(self.classifier.image_processor)
+        self._open_set_rule(model, open_set)
+
+    def _open_set_rule(self, model: str | Path, open_set: bool) -> None:
+        """The model's "unknown" rule (`koin calibrate`), or None: answer with names only."""
+        from koin_hf.evaluation.open_set import PROTOTYPES_FILE, OpenSetSettings, Prototypes
+
+        self.settings = (
+            OpenSetSettings.from_config(self.classifier.model.config) if open_set else None
+        )
+        self.prototypes = None
+        if self.settings is None or self.settings.score == "msp":
+            return
+        self.prototypes = Prototypes.load(model) if Path(str(model)).is_dir() else None
+        if self.prototypes is None:
+            raise KoinError(
+                f"{model} rejects unknown people by prototype but has no {PROTOTYPES_FILE}: run "
+                "koin calibrate again (or pass --closed_set)."
+            )
 
     def check(self, name: str) -> str | bytes:
         """The file (or downloaded bytes) behind `name`, its header read and within the budget."""
@@ -122,7 +141,30 @@ class Predictor:
                 raise KoinError(f"cannot read image {name!r}: {err}") from err
         if not decoded:
             return []
-        return self.classifier(decoded, top_k=top_k)
+        from koin_hf.evaluation.open_set import apply_open_set
+
+        if self.prototypes is None:
+            ranked = self.classifier(decoded, top_k=top_k)
+            return [apply_open_set(one, self.settings) for one in ranked]
+        import torch
+
+        from koin_hf.evaluation.embeddings import head_linear
+
+        # The embeddings come from the same forward pass that pipeline() runs, read off the head.
+        captured = []
+        handle = head_linear(self.classifier.model).register_forward_pre_hook(
+            lambda _module, inputs: captured.append(inputs[0].detach().float().cpu())
+        )
+        try:
+            ranked = self.classifier(decoded, top_k=top_k)
+        finally:
+            handle.remove()
+        features = torch.cat(captured).reshape(len(decoded), -1).numpy()
+        scores = self.prototypes.scores(features)
+        return [
+            apply_open_set(one, self.settings, float(score))
+            for one, score in zip(ranked, scores, strict=True)
+        ]
 
 
 def predict(
@@ -132,6 +174,7 @@ def predict(
     top_k: int = 3,
     device: str | torch.device | None = None,
     max_megapixels: float | None = None,
+    open_set: bool = True,
 ) -> list[list[dict]]:
     """For each image, `pipeline("image-classification")`'s top-k `{"label", "score"}` dicts.
 
@@ -139,7 +182,10 @@ def predict(
     (or URLs). Every image's header is read before the model loads, so a typo or an image over
     the pixel budget (`max_megapixels`, default $KOIN_MAX_MEGAPIXELS, else 64) does not cost a
     model load. Each image is decoded by `koin_hf.data.transforms.decode_for_model`: the same
-    pixels `koin evaluate` gives it.
+    pixels `koin evaluate` gives it. A model calibrated by `koin calibrate` (config.json
+    `koin_open_set`) answers "unknown" when the top score is at or below its threshold:
+    `{"label": "unknown", "score": top score, "threshold": t}` comes first and the top-k names
+    follow it (`open_set=False`: never).
     """
     if top_k < 1:
         raise KoinError(f"--top_k must be at least 1, got {top_k}.")
@@ -147,5 +193,5 @@ def predict(
     names = [str(image) for image in images]
     sources = [checked_source(name, budget) for name in names]
     # Only now the heavy imports (in Predictor): everything above runs without torch.
-    predictor = Predictor(model, device=device, max_megapixels=budget)
+    predictor = Predictor(model, device=device, max_megapixels=budget, open_set=open_set)
     return predictor(sources, top_k=top_k, names=names)

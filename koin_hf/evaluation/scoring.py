@@ -219,6 +219,29 @@ class _Batches:
         return pixel_values, [int(row["label"]) for row in rows], image_ids, None
 
 
+def image_batches(
+    image_processor,
+    data,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    max_megapixels: float | None = None,
+) -> torch.utils.data.DataLoader:
+    """Batches `(pixel_values, labels, image_ids, error)` of a dataset, in dataset order.
+
+    Images are decoded by koin-hf's decoder from their stored bytes and preprocessed by the
+    model's own image processor, in `num_workers` DataLoader processes when above 0.
+    """
+    columns = [c for c in ("image", "label", "image_id") if c in data.column_names]
+    return torch.utils.data.DataLoader(
+        undecoded_images(data.select_columns(columns)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        # Hands the dataset's memory-mapped pages back after each batch, as training does.
+        collate_fn=releasing_pages(_Batches(image_processor, max_megapixels), data),
+    )
+
+
 def score_config(
     scorer: ImageScorer,
     config: str,
@@ -239,15 +262,7 @@ def score_config(
     class_names = list(data.features["label"].names)
     scorer.set_class_names(class_names)
     to_model = match_labels(scorer.labels, class_names)
-    columns = [c for c in ("image", "label", "image_id") if c in data.column_names]
-    loader = torch.utils.data.DataLoader(
-        undecoded_images(data.select_columns(columns)),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        # Hands the dataset's memory-mapped pages back after each batch, as training does.
-        collate_fn=releasing_pages(_Batches(scorer.image_processor, max_megapixels), data),
-    )
+    loader = image_batches(scorer.image_processor, data, batch_size, num_workers, max_megapixels)
     chunks: list[np.ndarray] = []
     labels: list[int] = []
     image_ids: list[str] = []

@@ -266,3 +266,9 @@ def use_family_memory_format(
     if family.channels_last:
         model.to(memory_format=torch.channels_last)
     return model
+
+
+def resolve_checkpoint(model_name_or_path: str) -> str:
+    """What `from_pretrained` / `pipeline()` loads for a name: a family's default checkpoint (built
+    locally for `lite0`), a checked local folder, or a Hub id."""
+    return _resolve(str(model_name_or_path))[0]

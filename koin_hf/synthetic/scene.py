@@ -23,9 +23,11 @@ SUBSETS: dict[str, tuple[str, str]] = {
     "test": ("normal_cases/test", "normal"),
     "hard": ("hard_cases/test", "hard"),
     "group": ("Group_cases/test", "group"),
+    # People never in train (labels from num_classes up): open-set evaluation's impostors.
+    "unknown": ("unknown_cases/test", "normal"),
 }
 # Distinct integers keep the random streams of the four subsets apart.
-_SUBSET_STREAM = {"train": 11, "test": 12, "hard": 13, "group": 14}
+_SUBSET_STREAM = {"train": 11, "test": 12, "hard": 13, "group": 14, "unknown": 15}
 # `--image-size phone`: every photo the size of a typical phone portrait.
 PHONE_SIZE = (1080, 1350)
 
@@ -292,11 +294,34 @@ def photo_jobs(
     seed: int,
     counts: dict[str, int],
     image_size: str | tuple[int, int] = "small",
+    unknown_classes: int = 0,
 ) -> list[PhotoJob]:
-    """Every photo of a dataset, subset by subset and class by class."""
+    """Every photo of a dataset, subset by subset and class by class.
+
+    `counts["unknown"]` photos are drawn for each of `unknown_classes` further people (labels
+    num_classes .. num_classes + unknown_classes - 1), who appear in no other subset.
+    """
     return [
         PhotoJob(seed, subset, label, index, image_size)
         for subset, count in counts.items()
-        for label in range(num_classes)
+        for label in (
+            range(num_classes, num_classes + unknown_classes)
+            if subset == "unknown"
+            else range(num_classes)
+        )
         for index in range(count)
     ]
+
+
+def photo_condition(job: PhotoJob) -> str:
+    """What a photo shows, without rendering it: normal, mask, hat, mask+hat or group.
+
+    Replays the photo's first random draws exactly as `render_photo` makes them.
+    """
+    kind = SUBSETS[job.subset][1]
+    if kind != "hard":
+        return kind
+    rng = np.random.default_rng([job.seed, _SUBSET_STREAM[job.subset], job.label, job.index])
+    _photo_size(rng, job.image_size, group=False)
+    occlusion = _choice(rng, ["mask", "hat", "both"], [0.35, 0.35, 0.3])
+    return "mask+hat" if occlusion == "both" else occlusion

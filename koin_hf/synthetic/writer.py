@@ -14,12 +14,14 @@ from pathlib import Path
 from koin_hf.errors import KoinError
 from koin_hf.hub.provenance import write_synthetic_marker
 from koin_hf.synthetic.identity import class_names
-from koin_hf.synthetic.scene import SUBSETS, PhotoJob, SyntheticPhoto, photo_jobs, render_photo
+from koin_hf.synthetic.scene import PhotoJob, SyntheticPhoto, photo_jobs, render_photo
 
 # Beside classes.csv: one line per photo, {"image_id", "size", "labelled", "faces": [{"box",
 # "left_eye", "right_eye"}]} (koin_hf.faces.detection reads it for the `recorded` detector).
 FACES_RECORD_FILE = "faces.jsonl"
 DEFAULT_COUNTS: dict[str, int] = {"train": 60, "test": 20, "hard": 20, "group": 10}
+# The names of the people of unknown_cases/ (id,name), beside classes.csv.
+UNKNOWN_CLASSES_FILE = "unknown_classes.csv"
 
 
 def parse_image_size(spec: str) -> str | tuple[int, int]:
@@ -69,6 +71,8 @@ def generate_synthetic_koin(
     test_per_class: int = DEFAULT_COUNTS["test"],
     hard_per_class: int = DEFAULT_COUNTS["hard"],
     group_per_class: int = DEFAULT_COUNTS["group"],
+    unknown_classes: int = 0,
+    unknown_per_class: int = DEFAULT_COUNTS["test"],
     image_size: str | tuple[int, int] = "small",
     quality: int = 90,
     workers: int | None = None,
@@ -77,7 +81,10 @@ def generate_synthetic_koin(
     """Write a synthetic KoIn in the raw layout to `out_dir` (new or empty) and return it.
 
     Every photo is rendered from its own random stream, so the same arguments give the same
-    bytes whatever `workers` (threads; default: up to 4) is.
+    bytes whatever `workers` (threads; default: up to 4) is. `unknown_classes` further people,
+    never in train, get `unknown_per_class` photos each in `unknown_cases/test/<id>/` (ids after
+    the known ones; their names in `unknown_classes.csv`): open-set evaluation's impostors. The
+    known part is byte-identical with or without them.
     """
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -95,25 +102,45 @@ def generate_synthetic_koin(
             raise KoinError(
                 f"--{subset}_per_class must be at least {int(subset == 'train')}, not {count}"
             )
+    if unknown_classes < 0 or (unknown_classes and unknown_per_class < 1):
+        raise KoinError(
+            "--unknown_classes must be at least 0 and --unknown_per_class at least 1, not "
+            f"{unknown_classes} and {unknown_per_class}"
+        )
+    if num_classes + unknown_classes > 9999:
+        raise KoinError("--num_classes plus --unknown_classes must be at most 9999")
     if workers is not None and workers < 1:
         raise KoinError(f"--workers must be at least 1, not {workers}")
     if not 1 <= quality <= 100:
         raise KoinError(f"--quality must be between 1 and 100, not {quality}")
     size = parse_image_size(image_size) if isinstance(image_size, str) else image_size
     counts = {subset: count for subset, count in counts.items() if count > 0}
-    jobs = photo_jobs(num_classes, seed, counts, size)
+    if unknown_classes:
+        counts["unknown"] = unknown_per_class
+    jobs = photo_jobs(num_classes, seed, counts, size, unknown_classes)
 
     out.mkdir(parents=True, exist_ok=True)
-    for subset in counts:
-        for label in range(num_classes):
-            (out / SUBSETS[subset][0] / f"{label:04d}").mkdir(parents=True, exist_ok=True)
+    for job in jobs:
+        (out / job.relpath).parent.mkdir(parents=True, exist_ok=True)
     with open(out / "classes.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["id", "name"])
         for label, name in enumerate(class_names(num_classes, seed)):
             writer.writerow([f"{label:04d}", name])
+    if unknown_classes:
+        names = class_names(num_classes + unknown_classes, seed)[num_classes:]
+        with open(out / UNKNOWN_CLASSES_FILE, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["id", "name"])
+            for offset, name in enumerate(names):
+                writer.writerow([f"{num_classes + offset:04d}", name])
     # Says "generated, no real person" to koin prepare and so to every card made from this folder.
-    write_synthetic_marker(out, seed=seed, num_classes=num_classes, counts=counts)
+    # The seed and image size also let koin evaluate replay each photo's condition.
+    marker = {"seed": seed, "num_classes": num_classes, "counts": counts}
+    if unknown_classes:
+        marker["unknown_classes"] = unknown_classes
+    marker["image_size"] = list(size) if isinstance(size, tuple) else size
+    write_synthetic_marker(out, **marker)
 
     from tqdm.auto import tqdm
 

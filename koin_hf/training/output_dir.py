@@ -62,6 +62,8 @@ KOIN_OUTPUT_FILES = frozenset(
         "eval_results.json",
         "trainer_state.json",
         "README.md",
+        "open_set.safetensors",  # koin calibrate / enroll: class prototypes
+        "probe.json",  # koin probe: the C sweep
     }
 )
 # --save_adapter; Trainer's checkpoints (checkpoints.CHECKPOINTS_FOLDER); TensorBoard's logs

@@ -128,13 +128,13 @@ def recognize(
     annotated PNG per photo is written there (`annotated` is its path, else None). Faces are
     listed left to right.
     """
-    from koin_hf.evaluation.predict import _checked_source
+    from koin_hf.evaluation.predict import checked_source
 
     if top_k < 1:
         raise KoinError(f"--top_k must be at least 1, got {top_k}.")
     budget = pixel_budget(max_megapixels)
     names = [str(image) for image in images]
-    sources = [_checked_source(name, budget) for name in names]
+    sources = [checked_source(name, budget) for name in names]
     finder = _get_detector(detector)  # an unknown name or a missing extra fails before the model
 
     from koin_hf.evaluation.scoring import ImageScorer

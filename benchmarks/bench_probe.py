@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         *extra,
     ]
     warm_wall = _run(warm_cmd, probe_env)
+    # What any command that loads a transformers model pays before its own work: the floor
+    # under both walls above.
+    floor_wall = _run([sys.executable, "-c", "import torch, transformers.pipelines"], env)
     print(f"load average after: {load_average()}")
     freeze, probe, warm = _results(freeze_dir), _results(probe_dir), _results(warm_dir)
     print(f"\n{'':<22} {'wall s':>8} {'val top-1':>10} {'normal':>8} {'hard':>8} {'group':>8}")
@@ -132,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
             f"C sweep {metrics['probe_fit_seconds']:.1f} s, total {metrics['probe_seconds']:.1f} s "
             "(the rest of the wall time: process start, imports, loading and saving the model)"
         )
+    print(
+        f"import floor (python -c 'import torch, transformers.pipelines'): {floor_wall:.1f} s = "
+        f"{floor_wall / freeze_wall:.3f} of the freeze run's wall"
+    )
     print(f"validation top-1: probe - freeze = {100 * gain:+.2f} points (target >= 0)")
     return 0
 

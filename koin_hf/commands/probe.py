@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from koin_hf.training.probe import DEFAULT_C_SWEEP
+from koin_hf.training.probe import DEFAULT_C_SWEEP, DEFAULT_MAX_ITER, DEFAULT_TOL
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +40,15 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--num_workers", type=int, default=0)
-    parser.add_argument("--max_iter", type=int, default=1000, help="L-BFGS iterations per C")
+    parser.add_argument(
+        "--max_iter", type=int, default=DEFAULT_MAX_ITER, help="most L-BFGS iterations per C"
+    )
+    parser.add_argument(
+        "--tol",
+        type=float,
+        default=DEFAULT_TOL,
+        help="stop a fit when every gradient entry is below this (scikit-learn's default 1e-4)",
+    )
     parser.add_argument(
         "--no_test_sets",
         dest="test_sets",
@@ -70,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         max_iter=args.max_iter,
+        tol=args.tol,
         test_sets=args.test_sets,
         overwrite_output_dir=args.overwrite_output_dir,
         device=args.device,

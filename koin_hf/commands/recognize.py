@@ -33,6 +33,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--device", default=None, help="torch device (default: cuda when available, else cpu)"
     )
     parser.add_argument("--max_megapixels", type=float, default=None, help=MAX_MEGAPIXELS_HELP)
+    parser.add_argument(
+        "--closed_set",
+        action="store_true",
+        help="always name one of the model's people, even when koin calibrate set an "
+        "'unknown' threshold",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         max_side=args.max_side,
         device=args.device,
         max_megapixels=args.max_megapixels,
+        open_set=not args.closed_set,
     )
     if args.json:
         print(json.dumps(results, indent=2, ensure_ascii=False))
@@ -56,8 +63,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"{result['image']}: {len(faces)} face(s)")
         for index, face in enumerate(faces, start=1):
             box = ", ".join(f"{v:.0f}" for v in face["box"])
-            names = "  ".join(f"{p['label']} {p['score']:.3f}" for p in face["predictions"])
-            print(f"  {index}. [{box}]  {names}")
+            ranked = face["predictions"]
+            verdict = ""
+            if ranked and "threshold" in ranked[0]:
+                unknown, ranked = ranked[0], ranked[1:]
+                verdict = (
+                    f"unknown (score {unknown['score']:.3f} <= threshold "
+                    f"{unknown['threshold']:.3f}); closest: "
+                )
+            names = "  ".join(f"{p['label']} {p['score']:.3f}" for p in ranked)
+            print(f"  {index}. [{box}]  {verdict}{names}")
         if result["annotated"]:
             print(f"  annotated: {result['annotated']}")
     return 0

@@ -6,9 +6,11 @@ is checked against the pixel budget, decoded by koin-hf's decoder and ranked by
 `pipeline("image-classification")`, so a photo gets the same names and scores in the browser as
 from `koin predict` and the same pixels as in `koin evaluate`.
 
-Face mode: `build_demo(..., faces=FUNCTION)` adds a second tab that draws a box and the top
-names for every face in the photo. `FUNCTION(path)` returns a list of `FaceResult`; the face
-recogniser (`koin recognize`) plugs in here when it exists. Without it the app has one tab.
+Face mode (`koin demo MODEL --faces`): `build_demo(..., faces=FUNCTION)` adds a second tab that
+draws a box and the top name for every face in the photo. `FUNCTION(path)` returns a list of
+`FaceResult`; `face_function(model)` builds it from `koin recognize`'s code path
+(koin_hf.evaluation.recognize.FaceRecognizer: detector, alignment, names and the calibrated
+"unknown" rule). Without it the app has one tab.
 
 Gradio's analytics are turned off (`GRADIO_ANALYTICS_ENABLED=False`, unless you set it), the app
 listens on 127.0.0.1 by default, and a public share link is made only when asked (`share=True`).
@@ -44,6 +46,34 @@ class FaceResult:
 
 # A face recogniser for the face tab: an image file's path -> the faces in it.
 FaceFunction = Callable[[str], Sequence[FaceResult]]
+
+
+def face_function(
+    model: str | Path,
+    *,
+    detector: str | None = None,
+    device: str | None = None,
+    max_megapixels: float | None = None,
+    top_k: int = TOP_K,
+) -> FaceFunction:
+    """The face tab's function for `model`: `koin recognize`'s detector and names, loaded once."""
+    from koin_hf.evaluation.recognize import FaceRecognizer
+    from koin_hf.faces.detection import DEFAULT_DETECTOR
+
+    recognizer = FaceRecognizer(
+        model,
+        detector=detector or DEFAULT_DETECTOR,
+        device=device,
+        max_megapixels=max_megapixels,
+    )
+
+    def faces(path: str) -> list[FaceResult]:
+        found = recognizer(Path(path).name, recognizer.check(path), top_k)["faces"]
+        return [
+            FaceResult(tuple(round(v) for v in face["box"]), face["predictions"]) for face in found
+        ]
+
+    return faces
 
 
 def import_gradio() -> Any:

@@ -320,3 +320,54 @@ def apply_open_set(
         return ranked
     entry = {"label": UNKNOWN_LABEL, "score": float(score), "threshold": settings.threshold}
     return [entry, *ranked]
+
+
+@dataclass
+class OpenSetRule:
+    """A calibrated model's "unknown" rule, loaded once: its settings and, for the prototype
+    score, its prototypes. `koin predict`, `koin recognize` and `koin demo` all apply it here."""
+
+    settings: OpenSetSettings
+    prototypes: Prototypes | None = None
+
+    @classmethod
+    def for_model(cls, model: str | Path, config) -> OpenSetRule | None:
+        """The rule stored by `koin calibrate` in `config` (a loaded PretrainedConfig or a
+        config.json dict) for the model folder `model`; None when the model is not calibrated."""
+        settings = OpenSetSettings.from_config(config)
+        if settings is None:
+            return None
+        if settings.score == "msp":
+            return cls(settings)
+        if settings.score != "prototype_cosine":
+            raise KoinError(
+                f"{model}: config.json's {CONFIG_KEY} has score {settings.score!r}; koin-hf "
+                "rejects on prototype_cosine or msp (run koin calibrate again)."
+            )
+        prototypes = Prototypes.load(model) if Path(str(model)).is_dir() else None
+        if prototypes is None:
+            raise KoinError(
+                f"{model} rejects unknown people by prototype but has no {PROTOTYPES_FILE}: run "
+                "koin calibrate again (or pass --closed_set)."
+            )
+        return cls(settings, prototypes)
+
+    @property
+    def needs_embeddings(self) -> bool:
+        """Whether `apply` needs each image's embedding (the head's input), not only names."""
+        return self.prototypes is not None
+
+    def apply(
+        self, ranked: Sequence[Sequence[dict]], embeddings: np.ndarray | None = None
+    ) -> list[list[dict]]:
+        """Each image's ranked names, with "unknown" first where its score is at or below the
+        threshold (`apply_open_set`). `embeddings`: (n, dim), required for the prototype score."""
+        if self.prototypes is None:
+            return [apply_open_set(one, self.settings) for one in ranked]
+        if embeddings is None:
+            raise KoinError("the prototype rule needs each image's embedding.")
+        scores = self.prototypes.scores(embeddings)
+        return [
+            apply_open_set(one, self.settings, float(score))
+            for one, score in zip(ranked, scores, strict=True)
+        ]

@@ -97,24 +97,10 @@ class Predictor:
         except (OSError, ValueError) as err:
             raise KoinError(f"cannot load the model {str(model)!r}: {err}") from err
         self.decode_side = model_decode_side(self.classifier.image_processor)
-        self._open_set_rule(model, open_set)
+        from koin_hf.evaluation.open_set import OpenSetRule
 
-    def _open_set_rule(self, model: str | Path, open_set: bool) -> None:
-        """The model's "unknown" rule (`koin calibrate`), or None: answer with names only."""
-        from koin_hf.evaluation.open_set import PROTOTYPES_FILE, OpenSetSettings, Prototypes
-
-        self.settings = (
-            OpenSetSettings.from_config(self.classifier.model.config) if open_set else None
-        )
-        self.prototypes = None
-        if self.settings is None or self.settings.score == "msp":
-            return
-        self.prototypes = Prototypes.load(model) if Path(str(model)).is_dir() else None
-        if self.prototypes is None:
-            raise KoinError(
-                f"{model} rejects unknown people by prototype but has no {PROTOTYPES_FILE}: run "
-                "koin calibrate again (or pass --closed_set)."
-            )
+        # The model's "unknown" rule (`koin calibrate`), or None: answer with names only.
+        self.rule = OpenSetRule.for_model(model, self.classifier.model.config) if open_set else None
 
     def check(self, name: str) -> str | bytes:
         """The file (or downloaded bytes) behind `name`, its header read and within the budget."""
@@ -141,11 +127,10 @@ class Predictor:
                 raise KoinError(f"cannot read image {name!r}: {err}") from err
         if not decoded:
             return []
-        from koin_hf.evaluation.open_set import apply_open_set
-
-        if self.prototypes is None:
-            ranked = self.classifier(decoded, top_k=top_k)
-            return [apply_open_set(one, self.settings) for one in ranked]
+        if self.rule is None:
+            return self.classifier(decoded, top_k=top_k)
+        if not self.rule.needs_embeddings:
+            return self.rule.apply(self.classifier(decoded, top_k=top_k))
         import torch
 
         from koin_hf.evaluation.embeddings import head_linear
@@ -159,12 +144,7 @@ class Predictor:
             ranked = self.classifier(decoded, top_k=top_k)
         finally:
             handle.remove()
-        features = torch.cat(captured).reshape(len(decoded), -1).numpy()
-        scores = self.prototypes.scores(features)
-        return [
-            apply_open_set(one, self.settings, float(score))
-            for one, score in zip(ranked, scores, strict=True)
-        ]
+        return self.rule.apply(ranked, torch.cat(captured).reshape(len(decoded), -1).numpy())
 
 
 def predict(

@@ -33,6 +33,10 @@ from koin_hf.errors import KoinError
 
 # 10^(k/2), k = -6..4: 0.001 ... 100, with the paper's 0.316 (= 10^-0.5) among them.
 DEFAULT_C_SWEEP: tuple[float, ...] = tuple(round(10 ** (k / 2), 6) for k in range(-6, 5))
+# scikit-learn's LogisticRegression defaults (the CLIP paper's probe used them with
+# max_iter=1000): stop when the largest gradient entry of the per-image objective is below 1e-4.
+DEFAULT_TOL = 1e-4
+DEFAULT_MAX_ITER = 1000
 PROBE_FILE = "probe.json"
 
 
@@ -53,51 +57,98 @@ def fit_logistic_regression(
     num_classes: int,
     C: float,
     *,
-    max_iter: int = 1000,
-    tol: float = 1e-6,
+    max_iter: int = DEFAULT_MAX_ITER,
+    tol: float = DEFAULT_TOL,
     init: tuple[np.ndarray, np.ndarray] | None = None,
     device: str | torch.device | None = None,
 ) -> ProbeFit:
-    """Multinomial logistic regression, L2 penalty 1/(2C) on W (not b), fitted by L-BFGS."""
-    if C <= 0 or not math.isfinite(C):
-        raise KoinError(f"C must be a positive number, got {C}.")
-    device = torch.device(device or "cpu")
-    x = torch.as_tensor(features, dtype=torch.float64, device=device)
-    y = torch.as_tensor(labels, dtype=torch.int64, device=device)
-    n, dim = x.shape
-    weight = torch.zeros(num_classes, dim, dtype=torch.float64, device=device)
-    bias = torch.zeros(num_classes, dtype=torch.float64, device=device)
-    if init is not None:
-        weight.copy_(torch.as_tensor(init[0], dtype=torch.float64))
-        bias.copy_(torch.as_tensor(init[1], dtype=torch.float64))
-    weight.requires_grad_(True)
-    bias.requires_grad_(True)
-    optimizer = torch.optim.LBFGS(
-        [weight, bias],
-        lr=1,
-        max_iter=max_iter,
-        tolerance_grad=tol,
-        tolerance_change=1e-12,
-        history_size=20,
-        line_search_fn="strong_wolfe",
-    )
+    """Multinomial logistic regression, L2 penalty 1/(2C) on W (not b), fitted by L-BFGS.
 
-    def closure():
-        optimizer.zero_grad()
-        # scikit-learn's objective divided by n*C: the same minimum, better-scaled gradients.
-        loss = torch.nn.functional.cross_entropy(x @ weight.T + bias, y)
-        loss = loss + (weight * weight).sum() / (2 * C * n)
-        loss.backward()
-        return loss
+    Stops when the largest gradient entry of the per-image objective is below `tol`
+    (scikit-learn's `tol` for lbfgs) or after `max_iter` iterations.
+    """
+    problem = _Problem(features, labels, num_classes, device)
+    start = None if init is None else problem.to_basis(*init)
+    weight, bias, iterations = problem.fit(C, max_iter=max_iter, tol=tol, init=start)
+    return problem.result(C, weight, bias, iterations)
 
-    optimizer.step(closure)
-    iterations = int(optimizer.state[optimizer._params[0]].get("n_iter", 0))
-    return ProbeFit(
-        C,
-        weight.detach().cpu().numpy().astype(np.float32),
-        bias.detach().cpu().numpy().astype(np.float32),
-        iterations,
-    )
+
+class _Problem:
+    """Features and labels as float64 tensors, in the basis the solver works in.
+
+    The loss sees W only through X W^T and the penalty ||W||^2 is rotation-invariant, so the
+    optimum lies in X's row space: fitting in an orthonormal basis of it is the same problem,
+    exactly, with fewer unknowns (n x classes instead of dim x classes). That pays when there are fewer images than feature dimensions
+    (few-shot; 510 x 1280 for the default model) and is skipped otherwise. The basis is computed
+    once per sweep, not once per C.
+    """
+
+    def __init__(self, features, labels, num_classes: int, device=None) -> None:
+        self.device = torch.device(device or "cpu")
+        x = torch.as_tensor(features, dtype=torch.float64, device=self.device)
+        self.y = torch.as_tensor(labels, dtype=torch.int64, device=self.device)
+        self.num_classes = num_classes
+        self.basis = None
+        n, dim = x.shape
+        if n < dim:
+            # X^T = Q R: Q's n orthonormal columns span (at least) the row space, and X Q = R^T.
+            q, r = torch.linalg.qr(x.T)
+            self.basis, x = q.T.contiguous(), r.T.contiguous()
+        self.x = x
+        self.one_hot = torch.nn.functional.one_hot(self.y, num_classes).to(torch.float64)
+
+    def to_basis(self, weight, bias) -> tuple[torch.Tensor, torch.Tensor]:
+        weight = torch.as_tensor(weight, dtype=torch.float64, device=self.device)
+        bias = torch.as_tensor(bias, dtype=torch.float64, device=self.device)
+        return (weight @ self.basis.T if self.basis is not None else weight), bias
+
+    def result(self, C: float, weight, bias, iterations: int) -> ProbeFit:
+        if self.basis is not None:
+            weight = weight @ self.basis
+        return ProbeFit(
+            C,
+            weight.cpu().numpy().astype(np.float32),
+            bias.cpu().numpy().astype(np.float32),
+            iterations,
+        )
+
+    def fit(self, C: float, *, max_iter: int, tol: float, init=None):
+        """(weight, bias, iterations) in the working basis, float64."""
+        if C <= 0 or not math.isfinite(C):
+            raise KoinError(f"C must be a positive number, got {C}.")
+        x, y, one_hot = self.x, self.y, self.one_hot
+        n, dim = x.shape
+        weight = torch.zeros(self.num_classes, dim, dtype=torch.float64, device=self.device)
+        bias = torch.zeros(self.num_classes, dtype=torch.float64, device=self.device)
+        if init is not None:
+            weight.copy_(init[0])
+            bias.copy_(init[1])
+        optimizer = torch.optim.LBFGS(
+            [weight, bias],
+            lr=1,
+            max_iter=max_iter,
+            tolerance_grad=tol,
+            tolerance_change=1e-12,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+        )
+
+        @torch.no_grad()
+        def closure():
+            # scikit-learn's objective divided by n*C (the same minimum, better-scaled
+            # gradients), its gradient written out: no autograd graph per line-search step.
+            logits = torch.addmm(bias, x, weight.T)
+            log_norm = torch.logsumexp(logits, dim=1)
+            loss = (log_norm - logits.gather(1, y[:, None]).squeeze(1)).mean()
+            loss = loss + (weight * weight).sum() / (2 * C * n)
+            residual = (torch.exp(logits - log_norm[:, None]) - one_hot) / n
+            weight.grad = residual.T @ x + weight / (C * n)
+            bias.grad = residual.sum(dim=0)
+            return loss
+
+        optimizer.step(closure)
+        iterations = int(optimizer.state[optimizer._params[0]].get("n_iter", 0))
+        return weight, bias, iterations
 
 
 def _evaluate_fit(fit: ProbeFit, features: np.ndarray, labels: np.ndarray) -> None:
@@ -120,23 +171,23 @@ def sweep_c(
     num_classes: int,
     c_values: Sequence[float] = DEFAULT_C_SWEEP,
     *,
-    max_iter: int = 1000,
+    max_iter: int = DEFAULT_MAX_ITER,
+    tol: float = DEFAULT_TOL,
     device: str | torch.device | None = None,
 ) -> tuple[ProbeFit, list[ProbeFit]]:
     """Fit every C (ascending, each warm-started from the previous), pick the best validation
     top-1, ties broken by the lower validation log-loss."""
     if len(val_labels) == 0:
         raise KoinError("the validation split is empty: C cannot be chosen without it.")
+    problem = _Problem(train_features, train_labels, num_classes, device)
     fits: list[ProbeFit] = []
     previous = None
     for C in sorted(set(float(c) for c in c_values)):
-        fit = fit_logistic_regression(
-            train_features, train_labels, num_classes, C, max_iter=max_iter, init=previous,
-            device=device,
-        )  # fmt: skip
+        weight, bias, iterations = problem.fit(C, max_iter=max_iter, tol=tol, init=previous)
+        fit = problem.result(C, weight, bias, iterations)
         _evaluate_fit(fit, val_features, val_labels)
         fits.append(fit)
-        previous = (fit.weight, fit.bias)
+        previous = (weight.clone(), bias.clone())
     best = max(fits, key=lambda f: (f.validation_top1, -f.validation_nll))
     return best, fits
 
@@ -153,7 +204,8 @@ def run_probe(
     config: str = "normal",
     batch_size: int = 32,
     num_workers: int = 0,
-    max_iter: int = 1000,
+    max_iter: int = DEFAULT_MAX_ITER,
+    tol: float = DEFAULT_TOL,
     test_sets: bool = True,
     overwrite_output_dir: bool = False,
     device: str | None = None,
@@ -213,7 +265,7 @@ def run_probe(
     fit_started = time.time()
     best, fits = sweep_c(
         train.features, train.labels, validation.features, validation.labels, len(names),
-        c_values, max_iter=max_iter, device=device,
+        c_values, max_iter=max_iter, tol=tol, device=device,
     )  # fmt: skip
     fit_seconds = time.time() - fit_started
 

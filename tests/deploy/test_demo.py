@@ -122,6 +122,33 @@ def test_face_mode_plugs_in_as_a_function(model_dir: Path, photo: Path) -> None:
     assert seen == [str(photo)]
 
 
+def test_koin_demo_faces_tab_shows_what_koin_recognize_finds(model_dir: Path, tmp_path) -> None:
+    pytest.importorskip("ai_edge_litert")
+    from koin_hf.cli import _command_parser
+    from koin_hf.deploy.demo import face_function
+    from koin_hf.evaluation.recognize import recognize
+    from koin_hf.synthetic.writer import iter_photos
+
+    parser, _ = _command_parser("demo")
+    assert parser.parse_args(["m"]).faces is False
+    assert (
+        parser.parse_args(["m", "--faces", "--detector", "opencv-haar"]).detector == "opencv-haar"
+    )
+    group = next(iter(iter_photos(3, 7, {"group": 1}, image_size=(800, 560))))
+    path = tmp_path / "group.jpg"
+    group.image.save(path, quality=95)
+    demo = build_demo(model_dir, faces=face_function(model_dir))
+    (annotated,) = [b for b in demo.blocks.values() if b.elem_id == FACES_ELEMENT_ID]
+    (wired,) = [f for f in demo.fns.values() if annotated in f.outputs]
+    shown_path, boxes = wired.fn(str(path))
+    (expected,) = recognize(model_dir, [path])
+    assert shown_path == str(path) and len(boxes) == len(expected["faces"]) >= 2
+    for (box, text), face in zip(boxes, expected["faces"], strict=True):
+        assert box == tuple(round(v) for v in face["box"])
+        best = face["predictions"][0]
+        assert text == f"{best['label']} ({best['score']:.2f})"
+
+
 @pytest.mark.slow
 def test_push_with_demo_writes_a_space_app_that_runs_from_the_hub(
     hub, model_dir: Path, photo: Path, tmp_path: Path

@@ -32,7 +32,7 @@ from koin_hf.evaluation.open_set import PROTOTYPES_FILE, OpenSetSettings, Protot
 from koin_hf.models.loading import load_model_and_processor
 from koin_hf.run_record import RunRecord
 from koin_hf.synthetic.writer import generate_synthetic_koin
-from koin_hf.training.probe import fit_logistic_regression
+from koin_hf.training.probe import fit_logistic_regression, sweep_c
 
 NUM_CLASSES, UNKNOWN = 3, 2
 
@@ -157,6 +157,41 @@ def test_logistic_regression_reaches_the_optimum_of_scikit_learns_objective():
     loss = C * torch.nn.functional.cross_entropy(logits, torch.tensor(y), reduction="sum")
     (loss + 0.5 * (w * w).sum()).backward()
     assert w.grad.abs().max() < 1e-3 and b.grad.abs().max() < 1e-3
+
+
+def _objective_gradient(x, y, fit):
+    """scikit-learn's objective's gradient at a fit, in the original feature space."""
+    w = torch.tensor(fit.weight, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(fit.bias, dtype=torch.float64, requires_grad=True)
+    logits = torch.tensor(x) @ w.T + b
+    loss = fit.C * torch.nn.functional.cross_entropy(logits, torch.tensor(y), reduction="sum")
+    (loss + 0.5 * (w * w).sum()).backward()
+    return w.grad, b.grad
+
+
+def test_logistic_regression_with_fewer_images_than_dimensions_is_fitted_in_their_span():
+    # 24 images of 64 dimensions: the solver works in the 24-d row space; the weights it
+    # returns must still be the optimum of the full 64-d problem, and lie in that row space.
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(24, 64))
+    y = np.arange(24) % 3
+    fit = fit_logistic_regression(x, y, 3, 0.5, tol=1e-10)
+    assert fit.weight.shape == (3, 64)
+    grad_w, grad_b = _objective_gradient(x, y, fit)
+    assert grad_w.abs().max() < 1e-3 and grad_b.abs().max() < 1e-3
+    residual = fit.weight - fit.weight @ np.linalg.pinv(x) @ x
+    assert np.abs(residual).max() < 1e-4
+
+
+def test_the_warm_started_sweep_finds_the_same_optimum_as_separate_fits():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(40, 16))
+    y = np.arange(40) % 4
+    best, fits = sweep_c(x, y, x[:8], y[:8], 4, (0.1, 1.0, 10.0), tol=1e-9)
+    for fit in fits:
+        alone = fit_logistic_regression(x, y, 4, fit.C, tol=1e-9)
+        np.testing.assert_allclose(fit.weight, alone.weight, atol=2e-3)
+    assert best in fits
 
 
 def test_koin_probe_saves_a_pipeline_ready_linear_probe(data, capsys):

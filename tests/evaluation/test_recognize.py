@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ from PIL import Image
 
 from koin_hf.cli import main
 from koin_hf.errors import KoinError
+from koin_hf.evaluation.embeddings import Embedder
+from koin_hf.evaluation.open_set import CONFIG_KEY, OpenSetSettings, Prototypes
 from koin_hf.evaluation.recognize import crop_size_for, name_faces, recognize
 from koin_hf.evaluation.scoring import ImageScorer
 from koin_hf.faces.alignment import align_face
@@ -99,3 +102,65 @@ def test_mistakes_are_one_line(model_dir, group_photo, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(KoinError, match="unknown face detector"):
         recognize(model_dir, [path], detector="nope")
+
+
+def _calibrated_copy(model_dir: Path, root: Path, settings: OpenSetSettings, prototypes=None):
+    """The model folder with an "unknown" rule written as koin calibrate writes it."""
+    folder = root / "calibrated"
+    shutil.copytree(model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config[CONFIG_KEY] = settings.to_dict()
+    (folder / "config.json").write_text(json.dumps(config))
+    if prototypes is not None:
+        prototypes.save(folder)
+    return folder
+
+
+def test_a_calibrated_model_answers_unknown_per_face(model_dir, group_photo, tmp_path, capsys):
+    """Faces at or below the prototype threshold are "unknown", the others keep their names."""
+    _, path = group_photo
+    scorer = ImageScorer(model_dir, device="cpu")
+    image = Image.open(path).convert("RGB")
+    faces = sorted(detect_reduced(get_detector(), image), key=lambda f: f.box[0])
+    crops = [align_face(image, face, crop_size_for(scorer)) for face in faces]
+    embeddings = Embedder(scorer).embed_images(crops)
+    rng = np.random.default_rng(0)
+    prototypes = Prototypes.from_embeddings(
+        np.concatenate([embeddings, rng.normal(size=(8, embeddings.shape[1]))]),
+        np.array([0] * len(crops) + [1, 1, 2, 2, 3, 3, 1, 2]),
+        len(NAMES),
+    )
+    scores = prototypes.scores(embeddings)
+    assert len(set(np.round(scores, 6))) > 1
+    threshold = float(np.sort(scores)[len(scores) // 2 - 1])  # some faces below, some above
+    folder = _calibrated_copy(model_dir, tmp_path, OpenSetSettings(threshold), prototypes)
+
+    (result,) = recognize(folder, [path])
+    for face, score in zip(result["faces"], scores, strict=True):
+        first = face["predictions"][0]
+        if score <= threshold:
+            assert first == {"label": "unknown", "score": pytest.approx(score, abs=1e-4),
+                             "threshold": threshold}  # fmt: skip
+            assert len(face["predictions"]) == 4  # the closest names still follow
+        else:
+            assert first["label"] in NAMES and len(face["predictions"]) == 3
+    assert {f["predictions"][0]["label"] for f in result["faces"]} >= {"unknown"}
+    (closed,) = recognize(folder, [path], open_set=False)
+    assert all(f["predictions"][0]["label"] in NAMES for f in closed["faces"])
+
+    assert main(["recognize", str(folder), str(path)]) == 0
+    assert "unknown (score" in capsys.readouterr().out
+    assert main(["recognize", str(folder), str(path), "--closed_set"]) == 0
+    assert "unknown" not in capsys.readouterr().out
+
+
+def test_the_msp_rule_and_a_missing_prototypes_file(model_dir, group_photo, tmp_path):
+    _, path = group_photo
+    always = _calibrated_copy(model_dir, tmp_path / "a", OpenSetSettings(1.0, score="msp"))
+    (result,) = recognize(always, [path])
+    assert result["faces"] and all(
+        f["predictions"][0]["label"] == "unknown" for f in result["faces"]
+    )
+    missing = _calibrated_copy(model_dir, tmp_path / "b", OpenSetSettings(0.5))
+    with pytest.raises(KoinError, match="has no open_set.safetensors"):
+        recognize(missing, [path])

@@ -19,10 +19,11 @@ follows its files and any select/filter applied to it).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +81,21 @@ def head_linear(model: torch.nn.Module) -> torch.nn.Linear:
         f"no linear classification head ({', '.join(family.head_modules)}) found in the "
         f"{family.name} model: embeddings and probes need one."
     )
+
+
+@contextlib.contextmanager
+def captured_head_inputs(model: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
+    """While inside, every forward of `model` appends its head's input (the embedding), float32
+    on the CPU, to the yielded list: embeddings read off the forward pass that makes the logits,
+    at no extra cost."""
+    captured: list[torch.Tensor] = []
+    handle = head_linear(model).register_forward_pre_hook(
+        lambda _module, inputs: captured.append(inputs[0].detach().float().cpu())
+    )
+    try:
+        yield captured
+    finally:
+        handle.remove()
 
 
 def head_parameters(model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
@@ -146,26 +162,17 @@ class Embedder:
         self.model = self.scorer.model
         self.head = head_linear(self.model)
         self.fingerprint = backbone_fingerprint(self.model, self.scorer.image_processor)
-        self._captured: list[torch.Tensor] = []
 
     @property
     def labels(self) -> list[str]:
         return self.scorer.labels
 
-    def _capture(self, _module, inputs) -> None:
-        self._captured.append(inputs[0].detach().float().cpu())
-
     @torch.inference_mode()
     def embed_pixels(self, pixel_values: torch.Tensor) -> np.ndarray:
         """(batch, dim) float32 head inputs for preprocessed pixel values."""
-        handle = self.head.register_forward_pre_hook(self._capture)
-        try:
-            self._captured.clear()
+        with captured_head_inputs(self.model) as captured:
             self.scorer.forward(pixel_values)
-            features = self._captured[-1]
-        finally:
-            handle.remove()
-            self._captured.clear()
+        features = captured[-1]
         return features.reshape(features.shape[0], -1).numpy()
 
     def embed_images(self, images) -> np.ndarray:

@@ -133,17 +133,11 @@ class Predictor:
             return self.rule.apply(self.classifier(decoded, top_k=top_k))
         import torch
 
-        from koin_hf.evaluation.embeddings import head_linear
+        from koin_hf.evaluation.embeddings import captured_head_inputs
 
         # The embeddings come from the same forward pass that pipeline() runs, read off the head.
-        captured = []
-        handle = head_linear(self.classifier.model).register_forward_pre_hook(
-            lambda _module, inputs: captured.append(inputs[0].detach().float().cpu())
-        )
-        try:
+        with captured_head_inputs(self.classifier.model) as captured:
             ranked = self.classifier(decoded, top_k=top_k)
-        finally:
-            handle.remove()
         return self.rule.apply(ranked, torch.cat(captured).reshape(len(decoded), -1).numpy())
 
 

@@ -45,16 +45,10 @@ def face_probabilities(
         logits = scorer.logits(list(crops))
         embeddings = None
     else:
-        from koin_hf.evaluation.embeddings import head_linear
+        from koin_hf.evaluation.embeddings import captured_head_inputs
 
-        captured = []
-        handle = head_linear(scorer.model).register_forward_pre_hook(
-            lambda _module, inputs: captured.append(inputs[0].detach().float().cpu())
-        )
-        try:
+        with captured_head_inputs(scorer.model) as captured:
             logits = scorer.logits(list(crops))
-        finally:
-            handle.remove()
         embeddings = captured[-1].reshape(len(crops), -1).numpy()
     logits = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(logits)

@@ -66,6 +66,13 @@ class KoinArgumentParser(argparse.ArgumentParser):
     def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action:
         return super().add_argument(*spellings(names), **kwargs)
 
+    def error(self, message: str):
+        """One line, `prog: error: message`, exit code 2, as train.py's parser and every
+        KoinError: argparse's default would print the whole usage block above it."""
+        if "--help" not in message:
+            message = f"{message} (see `{self.prog} --help`)"
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
     def parse_args(self, args=None, namespace=None):
         parsed, unknown = self.parse_known_args(args, namespace)
         if unknown:

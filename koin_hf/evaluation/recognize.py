@@ -20,7 +20,13 @@ import numpy as np
 from koin_hf.data.images import UnusableImage, decode_rgb, pixel_budget
 from koin_hf.errors import KoinError
 from koin_hf.faces.alignment import DEFAULT_MARGIN, align_face
-from koin_hf.faces.detection import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, Face, detect_reduced
+from koin_hf.faces.detection import (
+    DEFAULT_DETECTOR,
+    DEFAULT_MAX_SIDE,
+    Face,
+    check_max_side,
+    detect_reduced,
+)
 from koin_hf.faces.detection import get_detector as _get_detector
 
 if TYPE_CHECKING:
@@ -153,6 +159,7 @@ class FaceRecognizer:
         max_megapixels: float | None = None,
         open_set: bool = True,
     ) -> None:
+        check_max_side(max_side)
         self.budget = pixel_budget(max_megapixels)
         self.max_side = max_side
         self.margin = margin
@@ -232,6 +239,10 @@ def recognize(
 
     if top_k < 1:
         raise KoinError(f"--top_k must be at least 1, got {top_k}.")
+    check_max_side(max_side)
+    out_dir = Path(output_dir) if output_dir is not None else None
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise KoinError(f"--output_dir {out_dir} is a file, not a folder.")
     budget = pixel_budget(max_megapixels)
     names = [str(image) for image in images]
     # Every header is read before the detector and the model load: a typo costs nothing.
@@ -245,7 +256,6 @@ def recognize(
         max_megapixels=budget,
         open_set=open_set,
     )
-    out_dir = Path(output_dir) if output_dir is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     results = []

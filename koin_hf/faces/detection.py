@@ -111,6 +111,19 @@ def clip_box(box: Box, width: int, height: int) -> Box:
     )
 
 
+# Below this the detector sees a thumbnail in which no face is findable: refuse, never "0 faces".
+MIN_MAX_SIDE = 64
+
+
+def check_max_side(max_side: int | None) -> None:
+    """A KoinError for a reduction the detector cannot work with (None: no reduction)."""
+    if max_side is not None and max_side < MIN_MAX_SIDE:
+        raise KoinError(
+            f"--max_side must be at least {MIN_MAX_SIDE} pixels (the detector's copy of the "
+            f"photo), got {max_side}."
+        )
+
+
 def detect_reduced(
     detector: FaceDetector,
     image: Image.Image,

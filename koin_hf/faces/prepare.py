@@ -49,6 +49,7 @@ from koin_hf.faces.detection import (
     Face,
     FaceDetector,
     RecordedDetector,
+    check_max_side,
     detect_reduced,
     faces_from_record,
     get_detector,
@@ -187,6 +188,7 @@ def make_face_configs(
     progress: bool = True,
 ) -> ExtraConfigs:
     """The `extra_configs` hook of koin_hf.data.prepare.prepare_koin that adds the face configs."""
+    check_max_side(max_side)
     finder = get_detector(detector)  # an unknown name or a missing extra fails before any work
     size = image_size or DEFAULT_IMAGE_SIZE
 

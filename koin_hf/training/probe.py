@@ -192,6 +192,33 @@ def sweep_c(
     return best, fits
 
 
+def check_probe_settings(
+    c_values: Sequence[float],
+    shots_per_class: int | None,
+    train_val_split: float,
+    batch_size: int,
+    num_workers: int,
+    max_iter: int,
+    tol: float,
+) -> None:
+    """Every setting of `koin probe` checked before a model loads: one KoinError naming the flag."""
+    if not c_values or not all(math.isfinite(c) and c > 0 for c in c_values):
+        bad = next((c for c in c_values if not (math.isfinite(c) and c > 0)), None)
+        raise KoinError(f"--C values must be finite positive numbers, got {bad}.")
+    if shots_per_class is not None and shots_per_class < 1:
+        raise KoinError(f"--shots_per_class must be at least 1, got {shots_per_class}.")
+    if not 0 < train_val_split < 1:
+        raise KoinError(f"--train_val_split must be between 0 and 1, got {train_val_split}.")
+    if batch_size < 1:
+        raise KoinError(f"--batch_size must be at least 1, got {batch_size}.")
+    if num_workers < 0:
+        raise KoinError(f"--num_workers must be 0 or more, got {num_workers}.")
+    if max_iter < 1:
+        raise KoinError(f"--max_iter must be at least 1, got {max_iter}.")
+    if not (math.isfinite(tol) and tol > 0):
+        raise KoinError(f"--tol must be a finite positive number, got {tol}.")
+
+
 def run_probe(
     model: str,
     dataset: str | None,
@@ -230,23 +257,31 @@ def run_probe(
     from koin_hf.version import __version__
 
     started = time.time()
+    check_probe_settings(
+        c_values, shots_per_class, train_val_split, batch_size, num_workers, max_iter, tol
+    )
     output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise KoinError(f"--output_dir {output_dir} is a file, not a folder.")
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite_output_dir:
         raise KoinError(
             f"output folder {output_dir} is not empty; pick another or pass --overwrite_output_dir"
         )
-    if not 0 < train_val_split < 1:
-        raise KoinError(f"--train_val_split must be between 0 and 1, got {train_val_split}")
-    if not c_values or any(c <= 0 for c in c_values):
-        raise KoinError("--C values must be positive numbers.")
     dataset_name = dataset or str(ensure_default_dataset())
+    from koin_hf.data.loading import config_names
+
+    # The dataset is checked before the model loads: a typo costs nothing.
+    present = set(config_names(dataset_name))
+    if config not in present:
+        raise KoinError(
+            f"dataset {dataset_name} has no config {config!r} (it has: {', '.join(sorted(present))})"
+        )
+    import datasets
+
+    if "train" not in datasets.get_dataset_split_names(dataset_name, config):
+        raise KoinError(f"config {config!r} of {dataset_name} has no train split")
     embedder = Embedder(model, device=device)
     wanted = [config] + ([c for c in CONFIG_NAMES if c != config] if test_sets else [])
-    from koin_hf.data.loading import available_configs
-
-    present = set(available_configs(dataset_name))
-    if config not in present:
-        raise KoinError(f"dataset {dataset_name} has no config {config!r}")
     embedded = embed_configs(
         embedder,
         dataset_name,

@@ -164,3 +164,25 @@ def test_the_msp_rule_and_a_missing_prototypes_file(model_dir, group_photo, tmp_
     missing = _calibrated_copy(model_dir, tmp_path / "b", OpenSetSettings(0.5))
     with pytest.raises(KoinError, match="has no open_set.safetensors"):
         recognize(missing, [path])
+
+
+@pytest.mark.parametrize("max_side", ["0", "-5", "63"])
+def test_a_detector_copy_too_small_to_find_faces_is_refused(
+    model_dir, group_photo, max_side, capsys
+):
+    _, path = group_photo
+    assert main(["recognize", str(model_dir), str(path), "--max_side", max_side]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"koin recognize: error: --max_side must be at least 64 pixels (the detector's copy of "
+        f"the photo), got {max_side}."
+    ]
+
+
+def test_an_output_dir_that_is_a_file_is_refused(model_dir, group_photo, tmp_path, capsys):
+    _, path = group_photo
+    taken = tmp_path / "taken.png"
+    taken.write_bytes(b"x")
+    assert main(["recognize", str(model_dir), str(path), "--output_dir", str(taken)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"koin recognize: error: --output_dir {taken} is a file, not a folder."
+    )

@@ -37,4 +37,10 @@ def run(args: argparse.Namespace) -> int:
         f"enrolled {result['name']!r} from {len(result['photos'])} photo(s); "
         f"the model now knows {result['labels']} people ({args.model})"
     )
+    skipped = result["photos_without_a_face"]
+    if skipped:
+        print(
+            f"{len(skipped)} photo(s) without a face were not used (the model names faces): "
+            + ", ".join(skipped)
+        )
     return 0

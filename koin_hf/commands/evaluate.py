@@ -117,15 +117,9 @@ def run(args: argparse.Namespace) -> int:
             raise KoinError(
                 "--open_set scores a classifier's head; it does not apply with --zero_shot."
             )
-        from koin_hf.data.loading import config_names
-        from koin_hf.dataset_script.koin import OPEN_SET_CONFIG
+        from koin_hf.evaluation.open_set_eval import check_open_set_dataset
 
-        if OPEN_SET_CONFIG not in config_names(dataset):
-            raise KoinError(
-                f"--open_set needs the dataset's {OPEN_SET_CONFIG!r} config (people who are not "
-                "among the classes): `koin synth --unknown_classes K`, or an "
-                "unknown_cases/test/<id>/ folder in the raw data, then koin prepare."
-            )
+        check_open_set_dataset(args.model, dataset)
     results = evaluate_model(
         args.model,
         dataset,

@@ -303,6 +303,17 @@ def dataset_for(model: str | Path, dataset: str | Path | None) -> str:
         raise KoinError(f"pass --dataset: {err}") from None
 
 
+def training_config_for(model: str | Path) -> str:
+    """The config MODEL was trained on (its run record's `dataset_config`; "normal" without
+    one): calibrate, enroll and open-set evaluation take prototypes and the validation carve
+    from its train split, so a face model (`normal-faces`) is calibrated on face crops, with the
+    very validation rows its run held out."""
+    from koin_hf.run_record import RunRecord
+
+    record = RunRecord.load_if_present(model) if Path(str(model)).is_dir() else None
+    return (record.dataset_config if record is not None else None) or "normal"
+
+
 def embed_configs(
     embedder: Embedder,
     dataset: str | Path,

@@ -25,8 +25,7 @@ import numpy as np
 
 from koin_hf.evaluation.metrics import top_k_credit
 from koin_hf.evaluation.scoring import ImageScorer, ScoredConfig, score_config
-
-FACE_SUFFIX = "-faces"
+from koin_hf.faces.configs import FACE_SUFFIX
 
 
 def _credit(scored: ScoredConfig, k: int) -> np.ndarray:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,7 @@ from koin_hf.evaluation.open_set import (
     tar_at_far,
     threshold_at_far,
 )
+from koin_hf.faces.configs import is_face_config
 from koin_hf.run_record import RunRecord
 
 DEFAULT_TRAIN_VAL_SPLIT = 0.15
@@ -127,6 +129,52 @@ def synthetic_conditions(dataset: str | Path, image_ids: list[str]) -> list[str]
 # The evaluation
 
 
+@dataclass(frozen=True)
+class OpenSetConfigs:
+    """Which configs an open-set evaluation of a model reads, by what it was trained on."""
+
+    train: str  # prototypes and the validation carve: the model's own training config
+    known: tuple[str, ...]  # test sets of enrolled people
+    unknown: str  # test set of people outside the classes
+
+    @classmethod
+    def for_model(cls, model: str | Path) -> OpenSetConfigs:
+        """Whole photos for a whole-photo model; face crops (`normal-faces`, `hard-faces`,
+        `unknown-faces`) for a face model. A face model's group photos are left to
+        `koin evaluate --faces`: a group-faces row is any face of the photo, mostly not the
+        labelled person, so it is no "known" image."""
+        from koin_hf.evaluation.embeddings import training_config_for
+        from koin_hf.faces.configs import is_face_config, like
+
+        train = training_config_for(model)
+        known = tuple(
+            like(train, config)
+            for config in CONFIG_NAMES
+            if not (is_face_config(train) and config == "group")
+        )
+        return cls(train, known, like(train, OPEN_SET_CONFIG))
+
+
+def check_open_set_dataset(model: str | Path, dataset: str | Path) -> OpenSetConfigs:
+    """The configs an open-set evaluation of `model` reads; a KoinError, before any model
+    loads, when the dataset has no unknown people of the kind the model takes."""
+    from koin_hf.data.loading import config_names
+
+    configs = OpenSetConfigs.for_model(model)
+    if configs.unknown not in config_names(dataset):
+        hint = (
+            " (`koin prepare --faces` writes it from unknown_cases/)"
+            if configs.unknown != OPEN_SET_CONFIG
+            else ""
+        )
+        raise KoinError(
+            f"--open_set needs the dataset's {configs.unknown!r} config (people who are not "
+            "among the classes): `koin synth --unknown_classes K`, or an "
+            f"unknown_cases/test/<id>/ folder in the raw data, then koin prepare{hint}."
+        )
+    return configs
+
+
 def evaluate_open_set(
     model: str | Path,
     dataset: str | Path,
@@ -141,40 +189,41 @@ def evaluate_open_set(
     """Open-set metrics of a model on a dataset with an `unknown` config (see module doc)."""
     from koin_hf.data.loading import config_names
 
+    configs = check_open_set_dataset(model, dataset)
     available = config_names(dataset)
-    if OPEN_SET_CONFIG not in available:
-        raise KoinError(
-            f"dataset {dataset} has no {OPEN_SET_CONFIG!r} config (photos of people who are not "
-            "among the classes): generate one with `koin synth --unknown_classes K`, or put "
-            "an unknown_cases/test/<id>/ folder in the raw data, then koin prepare."
-        )
     embedder = embedder or Embedder(model, device=device)
     weight, bias = head_parameters(embedder.model)
     settings = OpenSetSettings.from_config(embedder.model.config)
-    wanted = [c for c in (*CONFIG_NAMES, OPEN_SET_CONFIG) if c in available]
+    wanted = [c for c in (*configs.known, configs.unknown, configs.train) if c in available]
     embedded = embed_configs(
-        embedder, dataset, wanted, splits=["test", "train"], batch_size=batch_size,
-        num_workers=num_workers, max_megapixels=max_megapixels,
+        embedder, dataset, list(dict.fromkeys(wanted)), splits=["test", "train"],
+        batch_size=batch_size, num_workers=num_workers, max_megapixels=max_megapixels,
     )  # fmt: skip
-    unknown = embedded[f"{OPEN_SET_CONFIG}/test"]
-    if "normal/test" not in embedded:
-        raise KoinError(f"dataset {dataset} has no normal test split: no known people to score.")
+    unknown = embedded[f"{configs.unknown}/test"]
+    first_known = configs.known[0]
+    if f"{first_known}/test" not in embedded:
+        raise KoinError(
+            f"dataset {dataset} has no {first_known} test split: no known people to score."
+        )
     model_labels = embedder.labels
 
     def scored(emb: Embeddings):
         logits = logits_from_embeddings(emb.features, weight, bias)
         return logits, open_set_scores(logits, emb.features, weight, prototypes)
 
-    if "normal/train" not in embedded:
-        raise KoinError(f"dataset {dataset} has no normal train split (prototypes, validation).")
-    prototypes = prototypes_for(model, embedded["normal/train"], model_labels)
+    train = embedded.get(f"{configs.train}/train")
+    if train is None:
+        raise KoinError(
+            f"dataset {dataset} has no {configs.train} train split (prototypes, validation)."
+        )
+    prototypes = prototypes_for(model, train, model_labels)
     unknown_logits, unknown_scores = scored(unknown)
     threshold_source = "model (koin calibrate)"
     if settings is not None:
         threshold, score_name = settings.threshold, settings.score
         temperature = settings.temperature if settings.temperature_folded else 1.0
     else:
-        validation = validation_of(model, embedded["normal/train"])
+        validation = validation_of(model, train)
         val_refs = _to_model_index(validation.class_names, model_labels)[validation.labels]
         impostors = held_out_prototype_scores(
             prototypes.similarities(validation.features), val_refs
@@ -189,11 +238,12 @@ def evaluate_open_set(
         "unknown_images": len(unknown),
         "unknown_people": len({i.rsplit("/", 2)[-2] for i in unknown.image_ids if "/" in i}),
         "threshold": {"value": threshold, "score": score_name, "source": threshold_source},
+        "inputs": "face crops" if is_face_config(configs.train) else "whole photos",
         "temperature": temperature,
         "configs": {},
     }
     conditions_rows: dict[str, dict] = {}
-    for config in CONFIG_NAMES:
+    for config in configs.known:
         emb = embedded.get(f"{config}/test")
         if emb is None:
             continue
@@ -253,7 +303,7 @@ def _pct(value) -> str:
 
 
 def render_open_set_section(results: Mapping) -> str:
-    normal = results["configs"].get("normal", {})
+    normal = next(iter(results["configs"].values()), {})
     lines = [
         "## Open set: known vs unknown people",
         "",

@@ -219,7 +219,8 @@ def _score_faces(
     num_workers: int,
     max_megapixels: float | None,
 ) -> dict:
-    from koin_hf.evaluation.faces import FACE_SUFFIX, evaluate_faces
+    from koin_hf.evaluation.faces import evaluate_faces
+    from koin_hf.faces.configs import FACE_SUFFIX
 
     wanted = [f"{config}{FACE_SUFFIX}" for config in whole_configs]
     face_sets, missing = load_test_sets(dataset, wanted, split=split)

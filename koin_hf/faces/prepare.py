@@ -40,8 +40,15 @@ from PIL import ExifTags, Image
 
 from koin_hf.data.images import UnusableImage, decode_rgb, encode_jpeg
 from koin_hf.data.prepare import MAX_SHARD_BYTES, ExtraConfigs
-from koin_hf.dataset_script.koin import DEFAULT_IMAGE_SIZE, RawLocation, check_layout, printable
+from koin_hf.dataset_script.koin import (
+    DEFAULT_IMAGE_SIZE,
+    UNKNOWN_LABEL_ID,
+    RawLocation,
+    check_layout,
+    printable,
+)
 from koin_hf.faces.alignment import DEFAULT_MARGIN, align_face, crop_geometry
+from koin_hf.faces.configs import FACE_SUFFIX
 from koin_hf.faces.detection import (
     DEFAULT_DETECTOR,
     DEFAULT_MAX_SIDE,
@@ -56,8 +63,8 @@ from koin_hf.faces.detection import (
     iou,
     read_face_records,
 )
+from koin_hf.faces.portrait import largest_face
 
-FACE_SUFFIX = "-faces"
 # IoU at which a detected face is the recorded one (boxes differ in where a face "ends").
 MATCH_IOU = 0.3
 # Photos are decoded for the detector with their shorter side at least this (JPEG DCT scaling).
@@ -151,7 +158,7 @@ def _photo_rows(
             return [], "the labelled face was not found"
         keep = [labelled]
     else:
-        keep = [max(range(len(faces)), key=lambda i: faces[i].area)]
+        keep = [faces.index(largest_face(faces))]  # a real portrait: the largest face
     rows = []
     full_photo = None
     for index in keep:
@@ -210,8 +217,9 @@ def make_face_configs(
         class_ids = report["class_ids"]
         label_of = {class_id: index for index, class_id in enumerate(class_ids)}
         features = face_features(report["class_names"])
+        # People outside the classes (unknown_cases/) get the "no label" value, as in `unknown`.
         jobs = [
-            (case, split, relative, label_of[class_id])
+            (case, split, relative, label_of.get(class_id, UNKNOWN_LABEL_ID))
             for case, splits in check_layout(root).items()
             for split, listing in splits.items()
             for relative, class_id in listing.files

@@ -49,6 +49,7 @@ def calibrate_model(
         head_linear,
         head_parameters,
         logits_from_embeddings,
+        training_config_for,
     )
     from koin_hf.evaluation.open_set import (
         CONFIG_KEY,
@@ -62,6 +63,7 @@ def calibrate_model(
         threshold_at_far,
     )
     from koin_hf.evaluation.open_set_eval import _to_model_index, split_like_training
+    from koin_hf.faces.configs import like
     from koin_hf.folder_lock import follow_umask
 
     model_dir = Path(model_dir)
@@ -75,10 +77,13 @@ def calibrate_model(
     embedder = Embedder(model_dir, device=device)
     previous = OpenSetSettings.from_config(embedder.model.config)
     weight, bias = head_parameters(embedder.model)
+    # The config the model was trained on: a face model is calibrated on face crops, with the
+    # validation rows its own run held out.
+    config = training_config_for(model_dir)
     train = embed_configs(
-        embedder, dataset, ["normal"], splits=["train"], batch_size=batch_size,
+        embedder, dataset, [config], splits=["train"], batch_size=batch_size,
         num_workers=num_workers,
-    )["normal/train"]  # fmt: skip
+    )[f"{config}/train"]  # fmt: skip
     part, validation = split_like_training(model_dir, train)
     to_model = _to_model_index(validation.class_names, embedder.labels)
     prototypes = Prototypes.from_embeddings(
@@ -97,10 +102,11 @@ def calibrate_model(
     ]
     sources = {"validation, own class removed": len(validation)}
     if known_unknowns:
+        unknown_config = like(config, OPEN_SET_CONFIG)
         extra = embed_configs(
-            embedder, known_unknowns, [OPEN_SET_CONFIG], splits=["test"], batch_size=batch_size,
+            embedder, known_unknowns, [unknown_config], splits=["test"], batch_size=batch_size,
             num_workers=num_workers,
-        )[f"{OPEN_SET_CONFIG}/test"]  # fmt: skip
+        )[f"{unknown_config}/test"]  # fmt: skip
         extra_logits = logits_from_embeddings(extra.features, weight, bias)
         impostors.append(softmax(extra_logits, temperature).max(axis=1))
         proto_impostors.append(prototypes.scores(extra.features))
@@ -124,6 +130,7 @@ def calibrate_model(
         target_far=target_far,
         fitted_on={
             "dataset": str(dataset),
+            "config": config,
             "validation_images": len(validation),
             "impostors": sources,
             "validation_ece_before": ece_before,

@@ -82,6 +82,27 @@ def _image_paths(images: Sequence[str | Path]) -> list[str]:
     return paths
 
 
+def _model_inputs(paths: list[str], config: str, dataset: str) -> tuple[list, list[str]]:
+    """What the model is given for each photo, and the photos left out (no face found).
+
+    A whole-photo model gets the files; a face model the largest face of each, cut with the
+    dataset's face settings (koin_hf.faces.portrait). No face in any photo is an error.
+    """
+    from koin_hf.faces.configs import is_face_config
+
+    if not is_face_config(config):
+        return list(paths), []
+    from koin_hf.faces.portrait import FaceCropSettings, portrait_crops
+
+    crops, without_face = portrait_crops(paths, FaceCropSettings.of_dataset(dataset))
+    if not crops:
+        raise KoinError(
+            f"the model was trained on face crops ({config}) and no face was found in any of the "
+            f"{len(paths)} photo(s); use photos where the face is clearly visible."
+        )
+    return crops, without_face
+
+
 def enrollment_row(
     photos: np.ndarray,
     train_mean: np.ndarray,
@@ -157,6 +178,7 @@ def enroll(
         dataset_for,
         embed_configs,
         head_parameters,
+        training_config_for,
     )
     from koin_hf.evaluation.open_set_eval import _to_model_index, validation_of
     from koin_hf.evaluation.scoring import normalize_name
@@ -175,13 +197,20 @@ def enroll(
     if name in {normalize_name(label) for label in known.values()}:
         raise KoinError(f"the model already knows {name!r}; unenroll it first to replace it.")
     dataset = dataset_for(model_dir, dataset)
+    # The config the model was trained on: for a face model (normal-faces) each photo is cut to
+    # its largest face as prepare cut the training crops, and the scale comes from face crops.
+    config = training_config_for(model_dir)
+    inputs, without_face = _model_inputs(paths, config, dataset)
     embedder = Embedder(model_dir, device=device)
     labels = _labels(embedder.model)
     photos = np.concatenate(
-        [embedder.embed_images(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
+        [
+            embedder.embed_images(inputs[i : i + batch_size])
+            for i in range(0, len(inputs), batch_size)
+        ]
     )
-    train = embed_configs(embedder, dataset, ["normal"], splits=["train"], batch_size=batch_size)[
-        "normal/train"
+    train = embed_configs(embedder, dataset, [config], splits=["train"], batch_size=batch_size)[
+        f"{config}/train"
     ]
     validation = validation_of(model_dir, train)
     if len(validation) == 0:
@@ -204,7 +233,9 @@ def enroll(
         prototypes.rows = np.vstack([prototypes.rows, row[None, :].astype(np.float32)])
     enrolled = dict(getattr(embedder.model.config, ENROLLED_KEY, None) or {})
     enrolled[name] = {
-        "photos": [Path(p).name for p in paths],
+        "photos": [Path(p).name for p in paths if p not in without_face],
+        "photos_without_a_face": [Path(p).name for p in without_face],
+        "config_for_scale": config,
         "dataset_for_scale": str(dataset),
         **{k: round(v, 6) for k, v in details.items()},
     }

@@ -3,8 +3,9 @@
     python benchmarks/bench_open_set.py MODEL DATASET   # MODEL: a train.py output folder
     python benchmarks/bench_open_set.py --quick         # tiny ViT, tiny data: checks it runs
 
-DATASET must have an `unknown` config (`koin synth --unknown_classes K`, then `koin prepare`).
-On a copy of MODEL:
+DATASET must have an `unknown` config (`koin synth --unknown_classes K`, then `koin prepare`;
+for a model trained on `normal-faces`, `koin prepare --faces`: it is then scored on face crops
+and enrolled from whole photos, which `koin enroll` cuts to their face). On a copy of MODEL:
 
 1. `koin calibrate` (temperature on validation, prototypes, threshold for FAR 1%), then
    `koin evaluate --open_set` numbers: AUROC known (normal test) vs unknown, TAR at FAR 1% and
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from koin_hf.errors import KoinError
     from koin_hf.evaluation.embeddings import Embedder, embed_configs
-    from koin_hf.evaluation.open_set_eval import evaluate_open_set
+    from koin_hf.evaluation.open_set_eval import OpenSetConfigs, evaluate_open_set
     from koin_hf.training.calibrate import calibrate_model
     from koin_hf.training.enroll import enroll, unenroll
 
@@ -110,33 +111,40 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"{results['unknown_images']} unknown photos of {results['unknown_people']} people")
 
-    # Enrolment, one unknown person at a time.
+    # Enrolment, one unknown person at a time. A face model (trained on normal-faces) is scored
+    # on face crops and enrolled from whole photos, which `koin enroll` cuts to their face.
+    configs = OpenSetConfigs.for_model(model)
+    known_config = configs.known[0]
     embedder = Embedder(model)
-    embedded = embed_configs(embedder, dataset, ["normal", "unknown"], splits=["test"])
-    known, unknown = embedded["normal/test"], embedded["unknown/test"]
+    embedded = embed_configs(embedder, dataset, [known_config, configs.unknown], splits=["test"])
+    known, unknown = embedded[f"{known_config}/test"], embedded[f"{configs.unknown}/test"]
     labels = [embedder.model.config.id2label[i] for i in range(len(embedder.labels))]
     to_model = np.array([labels.index(n) for n in known.class_names])
     known_refs = to_model[known.labels]
     before = np.mean(_top1(model, known, labels) == known_refs)
-    people: dict[str, list[int]] = defaultdict(list)
-    for index, image_id in enumerate(unknown.image_ids):
-        people[image_id.rsplit("/", 2)[-2]].append(index)
-    raw_images = load_dataset(str(dataset), "unknown", split="test")
-    print(f"\nenrolment from {SHOTS} photos; trained people's normal top-1 before: "
-          f"{100 * before:.2f}%")  # fmt: skip
+    photos_of: dict[str, list[str]] = defaultdict(list)  # person -> their photos' image ids
+    for image_id in dict.fromkeys(unknown.image_ids):
+        photos_of[image_id.rsplit("/", 2)[-2]].append(image_id)
+    raw_images = load_dataset(str(dataset), "unknown", split="test").cast_column(
+        "image", _undecoded()
+    )
+    row_of = {image_id: i for i, image_id in enumerate(raw_images["image_id"])}
+    print(f"\nenrolment from {SHOTS} photos ({configs.train} model: scored on {known_config} "
+          f"and {configs.unknown}); trained people's top-1 before: {100 * before:.2f}%")  # fmt: skip
     print(f"{'person':<8} {'own photos':>10} {'own top-1':>10} {'others top-1':>13} {'drop':>7}")
     own_scores, drops = [], []
-    for person, rows in sorted(people.items()):
-        if len(rows) <= SHOTS:
+    for person, image_ids in sorted(photos_of.items()):
+        if len(image_ids) <= SHOTS:
             continue
-        shots, rest = rows[:SHOTS], rows[SHOTS:]
+        shots = image_ids[:SHOTS]
+        rest = np.array([i not in shots and i in image_ids for i in unknown.image_ids])
         photo_dir = work / "photos" / person
         shutil.rmtree(photo_dir, ignore_errors=True)
         photo_dir.mkdir(parents=True)
         paths = []
-        for i in shots:
-            path = photo_dir / f"{i}.jpg"
-            path.write_bytes(raw_images.cast_column("image", _undecoded())[i]["image"]["bytes"])
+        for index, image_id in enumerate(shots):
+            path = photo_dir / f"{index}.jpg"
+            path.write_bytes(raw_images[row_of[image_id]]["image"]["bytes"])
             paths.append(str(path))
         name = f"Enrolled {person}"
         try:
@@ -145,13 +153,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{person:<8} not enrolled: {err}")
             continue
         new_labels = [*labels, name]
-        own = np.mean(_top1(model, unknown.subset(np.isin(np.arange(len(unknown)), rest)),
-                            new_labels) == len(labels))  # fmt: skip
+        own = np.mean(_top1(model, unknown.subset(rest), new_labels) == len(labels))
         after = np.mean(_top1(model, known, new_labels) == known_refs)
         unenroll(model, name)
         own_scores.append(own)
         drops.append(100 * (before - after))
-        print(f"{person:<8} {len(rest):>10} {100 * own:9.2f}% {100 * after:12.2f}% "
+        print(f"{person:<8} {int(rest.sum()):>10} {100 * own:9.2f}% {100 * after:12.2f}% "
               f"{100 * (before - after):6.2f}")  # fmt: skip
     if not own_scores:
         print("no one enrolled")

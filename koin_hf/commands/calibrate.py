@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     )
     fitted = settings["fitted_on"]
     print(f"temperature {settings['temperature']:.4f} (folded into the head)")
+    if fitted.get("temperature_note"):
+        print(f"  note: {fitted['temperature_note']}")
     print(
         f"validation ECE {fitted['validation_ece_before']:.4f} -> "
         f"{fitted['validation_ece_after']:.4f} ({fitted['validation_images']} images)"

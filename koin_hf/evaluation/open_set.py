@@ -235,13 +235,28 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BIN
 # Fitting
 
 
+# Why `fit_temperature` keeps 1.0 when validation has no mistakes (koin calibrate prints it).
+NO_MISTAKES_NOTE = (
+    "every validation image is named correctly, so the likelihood keeps rising as the "
+    "temperature falls: there is no temperature to fit, and it stays 1.0 (sharpening to the "
+    "search bound would make every score overconfident on harder photos)"
+)
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The temperature minimising the mean negative log-likelihood of `labels` (log-grid search
-    over [0.05, 20], then a finer grid around the best: deterministic, no optimiser to tune)."""
+    over [0.05, 20], then a finer grid around the best: deterministic, no optimiser to tune).
+
+    1.0 when every top-1 is right (`NO_MISTAKES_NOTE`): the likelihood then has no finite
+    optimum. Measured on a face model with 100% validation top-1: the fit hit the 0.05 bound
+    and the hard-faces ECE went from 0.13 to 0.34.
+    """
     logits = np.asarray(logits, np.float64)
     labels = np.asarray(labels, np.int64)
     if len(labels) == 0:
         raise KoinError("no validation images to fit a temperature on.")
+    if np.all(logits.argmax(axis=1) == labels):
+        return 1.0
 
     def nll(log_t: float) -> float:
         z = logits / math.exp(log_t)

@@ -90,10 +90,13 @@ class Predictor:
         from koin_hf.evaluation.scoring import default_device
 
         check_model_folder(model)  # a truncated or missing weights file: one line, before any work
+        from koin_hf.models.loading import quiet_model_io
+
         try:
-            self.classifier = pipeline(
-                "image-classification", model=str(model), device=device or default_device()
-            )
+            with quiet_model_io():
+                self.classifier = pipeline(
+                    "image-classification", model=str(model), device=device or default_device()
+                )
         except (OSError, ValueError) as err:
             raise KoinError(f"cannot load the model {str(model)!r}: {err}") from err
         self.decode_side = model_decode_side(self.classifier.image_processor)

@@ -125,7 +125,10 @@ class ImageScorer:
 
         # Built through pipeline() so model class, image processor (fast or slow) and dtype are
         # exactly the ones `pipeline("image-classification", model=...)` users get.
-        pipe = pipeline("image-classification", model=self.source, device=self.device)
+        from koin_hf.models.loading import quiet_model_io
+
+        with quiet_model_io():
+            pipe = pipeline("image-classification", model=self.source, device=self.device)
         self.model = use_family_memory_format(pipe.model).eval()
         self.image_processor = pipe.image_processor
         id2label = self.model.config.id2label

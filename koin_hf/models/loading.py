@@ -70,6 +70,38 @@ class _ReplacedHeadReport(logging.Filter):
         return True
 
 
+class _PilOnlyProcessorNotice(logging.Filter):
+    """Drops transformers' "Requested torchvision backend is not available. Falling back to pil
+    backend." It is logged for every timm-wrapper model (koin-hf's default, Lite0), whose image
+    processor exists only as a PIL class: nothing is missing and nothing can be done about it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "backend is not available. Falling back to pil backend" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_model_io():
+    """Load or save a model without transformers' sub-second "Loading weights" / "Writing model
+    shards" bars and without the PIL-only processor notice; both come back afterwards.
+
+    Used where `koin predict`, `recognize`, `evaluate`, `embed`, `probe`, `calibrate`, `enroll`
+    and `demo` load or rewrite a model folder, so their output is their own results.
+    """
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    notice_logger = logging.getLogger("transformers.models.auto.image_processing_auto")
+    notice_filter = _PilOnlyProcessorNotice()
+    hf_logging.disable_progress_bar()
+    notice_logger.addFilter(notice_filter)
+    try:
+        yield
+    finally:
+        notice_logger.removeFilter(notice_filter)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 @contextlib.contextmanager
 def _replaced_head_report_hidden(family: ModelFamily, hide: bool):
     if not hide:

@@ -53,6 +53,7 @@ def calibrate_model(
     )
     from koin_hf.evaluation.open_set import (
         CONFIG_KEY,
+        NO_MISTAKES_NOTE,
         OpenSetSettings,
         Prototypes,
         fit_temperature,
@@ -65,6 +66,7 @@ def calibrate_model(
     from koin_hf.evaluation.open_set_eval import _to_model_index, split_like_training
     from koin_hf.faces.configs import like
     from koin_hf.folder_lock import follow_umask
+    from koin_hf.models.loading import quiet_model_io
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
@@ -93,6 +95,7 @@ def calibrate_model(
     refs = to_model[validation.labels]
     temperature = fit_temperature(logits, refs)
     correct = logits.argmax(axis=1) == refs
+    temperature_note = NO_MISTAKES_NOTE if correct.all() else None
     ece_before = reliability(softmax(logits).max(axis=1), correct)["ece"]
     ece_after = reliability(softmax(logits, temperature).max(axis=1), correct)["ece"]
 
@@ -132,6 +135,7 @@ def calibrate_model(
             "dataset": str(dataset),
             "config": config,
             "validation_images": len(validation),
+            "temperature_note": temperature_note,
             "impostors": sources,
             "validation_ece_before": ece_before,
             "validation_ece_after": ece_after,
@@ -139,7 +143,8 @@ def calibrate_model(
         },
     )
     setattr(embedder.model.config, CONFIG_KEY, settings.to_dict())
-    embedder.model.save_pretrained(model_dir, safe_serialization=True)
+    with quiet_model_io():
+        embedder.model.save_pretrained(model_dir, safe_serialization=True)
     prototypes.save(model_dir)
     follow_umask(model_dir)
     return settings.to_dict()

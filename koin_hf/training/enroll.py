@@ -33,6 +33,7 @@ import torch
 
 from koin_hf.errors import KoinError
 from koin_hf.evaluation.open_set import Prototypes
+from koin_hf.models.loading import quiet_model_io
 
 ENROLLED_KEY = "koin_enrolled"
 
@@ -240,7 +241,8 @@ def enroll(
         **{k: round(v, 6) for k, v in details.items()},
     }
     setattr(embedder.model.config, ENROLLED_KEY, enrolled)
-    embedder.model.save_pretrained(model_dir, safe_serialization=True)
+    with quiet_model_io():
+        embedder.model.save_pretrained(model_dir, safe_serialization=True)
     if prototypes is not None:
         prototypes.save(model_dir)
     follow_umask(model_dir)
@@ -270,7 +272,8 @@ def unenroll(model_dir: str | Path, name: str, *, device=None) -> dict:
     enrolled = dict(getattr(model.config, ENROLLED_KEY, None) or {})
     was_enrolled = enrolled.pop(labels[index], None) is not None
     setattr(model.config, ENROLLED_KEY, enrolled)
-    model.save_pretrained(model_dir, safe_serialization=True)
+    with quiet_model_io():
+        model.save_pretrained(model_dir, safe_serialization=True)
     prototypes = Prototypes.load(model_dir)
     if prototypes is not None and len(prototypes.rows) == len(labels):
         prototypes.rows = prototypes.rows[keep]

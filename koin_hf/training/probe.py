@@ -252,7 +252,7 @@ def run_probe(
     from koin_hf.evaluation.metrics import top_k_credit
     from koin_hf.folder_lock import follow_umask
     from koin_hf.hub.model_card import write_model_card
-    from koin_hf.models.loading import load_model_and_processor
+    from koin_hf.models.loading import load_model_and_processor, quiet_model_io
     from koin_hf.run_record import SYNTHETIC_DATASET, RunRecord
     from koin_hf.version import __version__
 
@@ -323,16 +323,20 @@ def run_probe(
         eval_sets.append(test_config)
 
     # The backbone with a head of the right size, then the fitted head written into it.
-    base, processor, family = load_model_and_processor(
-        embedder.scorer.source, names, ignore_mismatched_sizes=True, seed=seed
-    )
+    # The head is replaced on purpose: no load report about it, no sub-second bars.
+    with quiet_model_io():
+        base, processor, family = load_model_and_processor(
+            embedder.scorer.source, names, ignore_mismatched_sizes=True, seed=seed,
+            report_replaced_head=False,
+        )  # fmt: skip
     head = head_linear(base)
     with torch.no_grad():
         head.weight.copy_(torch.as_tensor(best.weight, dtype=head.weight.dtype))
         head.bias.copy_(torch.as_tensor(best.bias, dtype=head.bias.dtype))
     output_dir.mkdir(parents=True, exist_ok=True)
-    base.save_pretrained(output_dir, safe_serialization=True)
-    processor.save_pretrained(output_dir)
+    with quiet_model_io():
+        base.save_pretrained(output_dir, safe_serialization=True)
+        processor.save_pretrained(output_dir)
     wall = time.time() - started
     metrics["probe_embed_seconds"] = round(embed_seconds, 2)
     metrics["probe_fit_seconds"] = round(fit_seconds, 2)

@@ -83,6 +83,17 @@ def test_fit_temperature_recovers_the_temperature_that_generated_the_labels():
     assert fit_temperature(logits, labels) == pytest.approx(true_t, rel=0.1)
 
 
+def test_no_validation_mistakes_leave_the_temperature_at_one():
+    # Separable validation: the likelihood rises without end as T falls; the grid would return
+    # its 0.05 bound and make every later score overconfident.
+    rng = np.random.default_rng(4)
+    logits = rng.normal(0, 1, size=(50, 4))
+    labels = logits.argmax(axis=1)
+    assert fit_temperature(logits, labels) == 1.0
+    labels[0] = (labels[0] + 1) % 4  # one mistake: a finite optimum exists again
+    assert 0.05 <= fit_temperature(logits, labels) < 20
+
+
 def test_held_out_class_scores_renormalise_over_the_other_classes():
     logits = np.array([[3.0, 1.0, 0.0]])
     score = held_out_class_scores(logits, np.array([0]), 1.0)

@@ -303,3 +303,31 @@ def test_koin_evaluate_refuses_an_image_over_the_budget_in_one_line(
     )
     assert main(argv) == 0  # the default budget (64 megapixels) takes them all
     assert "normal" in capsys.readouterr().out
+
+
+def test_predict_prints_its_names_not_transformers_bars_or_notices(tmp_path):
+    """A timm-wrapper model (the default family) makes transformers log a PIL-only notice and
+    show a weights bar when it loads; koin predict's output is its names alone. Fresh processes:
+    transformers logs the notice once per process."""
+    import os
+    import subprocess
+
+    from koin_hf.models.loading import load_model_and_processor
+
+    model, processor, _ = load_model_and_processor("lite0-tiny", ["Ann", "Bo"], seed=0)
+    folder = tmp_path / "lite0"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    image = tmp_path / "face.png"
+    Image.new("RGB", (40, 40), (200, 120, 90)).save(image)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+    def run(*command: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *command], capture_output=True, text=True, env=env)
+
+    plain = run("-c", f"from transformers import pipeline; pipeline('image-classification', "
+                      f"model={str(folder)!r})")  # fmt: skip
+    assert "Falling back to pil backend" in plain.stderr and "Loading weights" in plain.stderr
+    koin = run("-m", "koin_hf.cli", "predict", str(folder), str(image))
+    assert koin.returncode == 0, koin.stderr
+    assert koin.stderr == "" and koin.stdout.splitlines()[0] == str(image)

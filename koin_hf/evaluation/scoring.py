@@ -14,9 +14,10 @@ in the dataset counts as a miss. A dataset class the model does not know is an e
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 
 from koin_hf.data.images import UnusableImage, pixel_budget
 from koin_hf.data.mapped_pages import releasing_pages
+from koin_hf.data.timm_pixels import TimmEvalPixels
 from koin_hf.data.transforms import (
     decode_for_model,
     describe_image,
@@ -191,10 +193,41 @@ def preprocess_images(
         except UnusableImage as err:
             where = describe_image(image, image_ids[index] if image_ids else None)
             raise KoinError(f"image {where} cannot be decoded: {err}") from err
+    fast = timm_eval_pixels(image_processor)
+    if fast is not None:  # the processor's exact pixels, without a torch op (timm_pixels.py)
+        return torch.from_numpy(fast(rgb))
     # Small per-image ops on two threads stall when the cores are shared (30 ms vs 1 ms per
     # image measured by benchmarks/bench_inference.py), so pre-processing runs on one.
     with one_torch_thread():
         return image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+
+
+def timm_eval_pixels(image_processor) -> TimmEvalPixels | None:
+    """The torch-free twin of a timm processor, or None for other processors. Made anew each
+    call (a few attribute reads): nothing is stored on the processor, which save_pretrained
+    would try to serialise."""
+    return TimmEvalPixels.for_processor(image_processor)
+
+
+def _prefetched(batches: Iterable[Any]) -> Iterator[Any]:
+    """`batches`, each made on a second thread while the caller works on the one before.
+
+    Used only when making a batch runs no torch op (`timm_eval_pixels`): decoding and PIL
+    resizing release the GIL, so the next batch is ready when the forward ends, and torch's
+    thread pool is left to the forward alone.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    done = object()
+    iterator = iter(batches)
+    with ThreadPoolExecutor(1, thread_name_prefix="koin-prefetch") as pool:
+        pending = pool.submit(next, iterator, done)
+        while True:
+            batch = pending.result()
+            if batch is done:
+                return
+            pending = pool.submit(next, iterator, done)
+            yield batch
 
 
 class _Batches:
@@ -266,6 +299,8 @@ def score_config(
     scorer.set_class_names(class_names)
     to_model = match_labels(scorer.labels, class_names)
     loader = image_batches(scorer.image_processor, data, batch_size, num_workers, max_megapixels)
+    if num_workers == 0 and timm_eval_pixels(scorer.image_processor) is not None:
+        loader = _prefetched(loader)  # the next batch is decoded while this one runs
     chunks: list[np.ndarray] = []
     labels: list[int] = []
     image_ids: list[str] = []

@@ -261,14 +261,16 @@ def image_batches(
     batch_size: int = 32,
     num_workers: int = 0,
     max_megapixels: float | None = None,
-) -> torch.utils.data.DataLoader:
+) -> Iterable[tuple[torch.Tensor | None, list[int], list[str | None], str | None]]:
     """Batches `(pixel_values, labels, image_ids, error)` of a dataset, in dataset order.
 
     Images are decoded by koin-hf's decoder from their stored bytes and preprocessed by the
-    model's own image processor, in `num_workers` DataLoader processes when above 0.
+    model's own image processor, in `num_workers` DataLoader processes when above 0. With 0
+    and a timm model, the next batch is made on a second thread while the caller runs the
+    model on this one (`_prefetched`).
     """
     columns = [c for c in ("image", "label", "image_id") if c in data.column_names]
-    return torch.utils.data.DataLoader(
+    loader = torch.utils.data.DataLoader(
         undecoded_images(data.select_columns(columns)),
         batch_size=batch_size,
         shuffle=False,
@@ -276,6 +278,9 @@ def image_batches(
         # Hands the dataset's memory-mapped pages back after each batch, as training does.
         collate_fn=releasing_pages(_Batches(image_processor, max_megapixels), data),
     )
+    if num_workers == 0 and timm_eval_pixels(image_processor) is not None:
+        return _prefetched(loader)
+    return loader
 
 
 def score_config(
@@ -299,8 +304,6 @@ def score_config(
     scorer.set_class_names(class_names)
     to_model = match_labels(scorer.labels, class_names)
     loader = image_batches(scorer.image_processor, data, batch_size, num_workers, max_megapixels)
-    if num_workers == 0 and timm_eval_pixels(scorer.image_processor) is not None:
-        loader = _prefetched(loader)  # the next batch is decoded while this one runs
     chunks: list[np.ndarray] = []
     labels: list[int] = []
     image_ids: list[str] = []

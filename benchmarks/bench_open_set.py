@@ -122,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     to_model = np.array([labels.index(n) for n in known.class_names])
     known_refs = to_model[known.labels]
     before = np.mean(_top1(model, known, labels) == known_refs)
+    group = _group_set(embedder, dataset, configs.train)
+    group_refs = to_model[group.labels] if group is not None else None
+    group_before = (
+        np.mean(_top1(model, group, labels) == group_refs) if group is not None else float("nan")
+    )
     photos_of: dict[str, list[str]] = defaultdict(list)  # person -> their photos' image ids
     for image_id in dict.fromkeys(unknown.image_ids):
         photos_of[image_id.rsplit("/", 2)[-2]].append(image_id)
@@ -130,9 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     row_of = {image_id: i for i, image_id in enumerate(raw_images["image_id"])}
     print(f"\nenrolment from {SHOTS} photos ({configs.train} model: scored on {known_config} "
-          f"and {configs.unknown}); trained people's top-1 before: {100 * before:.2f}%")  # fmt: skip
-    print(f"{'person':<8} {'own photos':>10} {'own top-1':>10} {'others top-1':>13} {'drop':>7}")
-    own_scores, drops = [], []
+          f"and {configs.unknown}); trained people's top-1 before: {100 * before:.2f}%, "
+          f"on group photos ({_group_name(configs.train)}): {100 * group_before:.2f}%")  # fmt: skip
+    print(f"{'person':<8} {'own photos':>10} {'own top-1':>10} {'others top-1':>13} {'drop':>7} "
+          f"{'group top-1':>12} {'group drop':>11}")  # fmt: skip
+    own_scores, drops, group_drops = [], [], []
     for person, image_ids in sorted(photos_of.items()):
         if len(image_ids) <= SHOTS:
             continue
@@ -155,18 +162,54 @@ def main(argv: list[str] | None = None) -> int:
         new_labels = [*labels, name]
         own = np.mean(_top1(model, unknown.subset(rest), new_labels) == len(labels))
         after = np.mean(_top1(model, known, new_labels) == known_refs)
+        group_after = (
+            np.mean(_top1(model, group, new_labels) == group_refs)
+            if group is not None
+            else float("nan")
+        )
         unenroll(model, name)
         own_scores.append(own)
         drops.append(100 * (before - after))
+        group_drops.append(100 * (group_before - group_after))
         print(f"{person:<8} {int(rest.sum()):>10} {100 * own:9.2f}% {100 * after:12.2f}% "
-              f"{100 * (before - after):6.2f}")  # fmt: skip
+              f"{100 * (before - after):6.2f} {100 * group_after:11.2f}% "
+              f"{100 * (group_before - group_after):10.2f}")  # fmt: skip
     if not own_scores:
         print("no one enrolled")
         return 0
     print(f"mean: own top-1 {100 * np.mean(own_scores):.2f}% (min {100 * min(own_scores):.2f}%), "
-          f"trained people's drop {np.mean(drops):.2f} points (max {max(drops):.2f})")  # fmt: skip
+          f"trained people's drop {np.mean(drops):.2f} points (max {max(drops):.2f}); "
+          f"on group photos {np.mean(group_drops):.2f} (max {max(group_drops):.2f})")  # fmt: skip
     print(f"load average after: {load_average()}")
     return 0
+
+
+def _group_name(train_config: str) -> str:
+    from koin_hf.faces.configs import is_face_config
+
+    return "group-faces, the labelled faces" if is_face_config(train_config) else "group"
+
+
+def _group_set(embedder, dataset, train_config: str):
+    """The trained people on group photos: whole group photos for a whole-photo model; for a
+    face model the labelled face of each group photo (synthetic data records which it is).
+    None when the dataset has no such set."""
+    from datasets import load_dataset
+
+    from koin_hf.data.loading import config_names
+    from koin_hf.evaluation.embeddings import embed_configs
+    from koin_hf.faces.configs import is_face_config, like
+
+    config = like(train_config, "group")
+    if config not in config_names(dataset):
+        return None
+    group = embed_configs(embedder, dataset, [config], splits=["test"])[f"{config}/test"]
+    if not is_face_config(config):
+        return group
+    labelled = np.array(
+        [flag is True for flag in load_dataset(str(dataset), config, split="test")["labelled"]]
+    )
+    return group.subset(labelled) if labelled.any() else None
 
 
 def _undecoded():

@@ -70,13 +70,21 @@ class _ReplacedHeadReport(logging.Filter):
         return True
 
 
-class _PilOnlyProcessorNotice(logging.Filter):
-    """Drops transformers' "Requested torchvision backend is not available. Falling back to pil
-    backend." It is logged for every timm-wrapper model (koin-hf's default, Lite0), whose image
-    processor exists only as a PIL class: nothing is missing and nothing can be done about it."""
+class _MessageFilter(logging.Filter):
+    """Drops the records whose message contains `text`; nothing else."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "backend is not available. Falling back to pil backend" not in record.getMessage()
+        return self.text not in record.getMessage()
+
+
+# transformers logs "Requested torchvision backend is not available. Falling back to pil
+# backend." for every timm-wrapper model (koin-hf's default, Lite0), whose image processor exists
+# only as a PIL class: nothing is missing and nothing can be done about it.
+_PIL_ONLY_NOTICE = "backend is not available. Falling back to pil backend"
 
 
 @contextlib.contextmanager
@@ -91,7 +99,7 @@ def quiet_model_io():
 
     bars = hf_logging.is_progress_bar_enabled()
     notice_logger = logging.getLogger("transformers.models.auto.image_processing_auto")
-    notice_filter = _PilOnlyProcessorNotice()
+    notice_filter = _MessageFilter(_PIL_ONLY_NOTICE)
     hf_logging.disable_progress_bar()
     notice_logger.addFilter(notice_filter)
     try:
@@ -110,10 +118,17 @@ def _replaced_head_report_hidden(family: ModelFamily, hide: bool):
     report_logger = logging.getLogger("transformers.modeling_utils")
     report_filter = _ReplacedHeadReport(family.head_modules)
     report_logger.addFilter(report_filter)
+    # The same replacement, seen by the config: a checkpoint with another number of labels
+    # than the new id2label. num_labels must still be passed (the timm wrapper keeps its 1,000
+    # classes without it), so the notice is dropped here rather than avoided.
+    config_logger = logging.getLogger("transformers.configuration_utils")
+    config_filter = _MessageFilter("which is incompatible to the `id2label` map of length")
+    config_logger.addFilter(config_filter)
     try:
         yield
     finally:
         report_logger.removeFilter(report_filter)
+        config_logger.removeFilter(config_filter)
     if report_filter.dropped:
         logger.info("replaced the checkpoint's classification head (another number of classes)")
 

@@ -240,3 +240,41 @@ def test_families_that_run_faster_channels_last_load_so_and_save_plain(
     reloaded = type(model).from_pretrained(tmp_path).eval()
     with torch.no_grad():
         assert torch.allclose(reloaded(pixel_values=pixels).logits, logits, atol=1e-5)
+
+
+def test_a_replaced_head_is_reported_only_when_asked(tmp_path):
+    """A checkpoint with another number of labels: transformers' config notice ("num_labels=10
+    ... incompatible to the id2label map of length 3") and load report are left out when koin-hf
+    replaces the head on purpose (the quiet default), and kept when asked."""
+    import logging
+
+    from koin_hf.models.loading import load_model_and_processor
+
+    class Collect(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    model, processor, _ = load_model_and_processor("vit-tiny", ["a", "b", "c"], seed=0)
+    model.save_pretrained(tmp_path / "three")
+    processor.save_pretrained(tmp_path / "three")
+    names = [f"n{i}" for i in range(10)]
+    collect = Collect()
+    transformers_logger = logging.getLogger("transformers")  # where its modules' records go
+    transformers_logger.addHandler(collect)
+    try:
+        quiet, _, _ = load_model_and_processor(
+            str(tmp_path / "three"), names, seed=0, report_replaced_head=False
+        )
+        hidden = " ".join(collect.messages)
+        collect.messages.clear()
+        load_model_and_processor(str(tmp_path / "three"), names, seed=0)
+        shown = " ".join(collect.messages)
+    finally:
+        transformers_logger.removeHandler(collect)
+    assert "incompatible to the `id2label`" not in hidden and "LOAD REPORT" not in hidden
+    assert quiet.config.num_labels == 10 and quiet.classifier.out_features == 10
+    assert "incompatible to the `id2label`" in shown and "LOAD REPORT" in shown

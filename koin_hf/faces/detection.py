@@ -23,6 +23,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -190,6 +193,32 @@ def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> li
     return kept
 
 
+# What LiteRT's C++ side prints on stderr when it sets up its CPU delegate, once per process:
+# not koin-hf's output and nothing to act on (`koin recognize` would print it above its faces).
+_XNNPACK_NOTICE = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+
+
+def _without_xnnpack_notice(call: Callable[[], object]) -> object:
+    """`call()`, with file descriptor 2 captured while it runs: whatever it printed is written
+    back except the XNNPACK notice, so a real error message still reaches the terminal."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to speak of
+        return call()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            return call()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            rest = captured.read().replace(_XNNPACK_NOTICE, b"")
+            if rest:
+                os.write(2, rest)
+
+
 class _BlazeFaceModel:
     """One BlazeFace .tflite model: a letterboxed square in, every anchor's box and score out."""
 
@@ -206,7 +235,7 @@ class _BlazeFaceModel:
             )
         self.model_path = folder / "data" / filename
         self._interpreter = Interpreter(model_path=str(self.model_path), num_threads=1)
-        self._interpreter.allocate_tensors()
+        _without_xnnpack_notice(self._interpreter.allocate_tensors)
         self._input = self._interpreter.get_input_details()[0]["index"]
         outputs = sorted(self._interpreter.get_output_details(), key=lambda d: -d["shape"][-1])
         self._boxes_out, self._scores_out = outputs[0]["index"], outputs[1]["index"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -186,3 +187,32 @@ def test_an_output_dir_that_is_a_file_is_refused(model_dir, group_photo, tmp_pat
     assert capsys.readouterr().err.strip() == (
         f"koin recognize: error: --output_dir {taken} is a file, not a folder."
     )
+
+
+def test_recognize_prints_faces_not_the_runtimes_notices(model_dir, group_photo):
+    """LiteRT's C++ side prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." when
+    the detector is set up; koin recognize's output is its faces alone (a fresh process: the
+    notice comes once per process)."""
+    import subprocess
+    import sys
+
+    _, path = group_photo
+    result = subprocess.run(
+        [sys.executable, "-m", "koin_hf.cli", "recognize", str(model_dir), str(path)],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.startswith(f"{path}: ") and "face(s)" in result.stdout
+
+
+def test_the_notice_filter_lets_every_other_message_through(capfd):
+    from koin_hf.faces.detection import _without_xnnpack_notice
+
+    def noisy():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nreal error\n")
+        return 7
+
+    capfd.readouterr()
+    assert _without_xnnpack_notice(noisy) == 7
+    assert capfd.readouterr().err == "real error\n"

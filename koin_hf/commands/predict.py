@@ -33,10 +33,12 @@ def run(args: argparse.Namespace) -> int:
         max_megapixels=args.max_megapixels,
         open_set=not args.closed_set,
     )
-    for path, ranked in zip(args.images, predictions, strict=True):
+    from koin_hf.evaluation.open_set import split_unknown
+
+    for path, answer in zip(args.images, predictions, strict=True):
         print(path)
-        if ranked and "threshold" in ranked[0]:
-            unknown, ranked = ranked[0], ranked[1:]
+        unknown, ranked = split_unknown(answer)
+        if unknown is not None:
             print(
                 f"  unknown (top score {unknown['score']:.4f} <= threshold "
                 f"{unknown['threshold']:.4f}); closest:"

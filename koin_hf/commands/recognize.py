@@ -42,6 +42,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from koin_hf.evaluation.open_set import split_unknown
     from koin_hf.evaluation.recognize import recognize
 
     results = recognize(
@@ -63,10 +64,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{result['image']}: {len(faces)} face(s)")
         for index, face in enumerate(faces, start=1):
             box = ", ".join(f"{v:.0f}" for v in face["box"])
-            ranked = face["predictions"]
+            unknown, ranked = split_unknown(face["predictions"])
             verdict = ""
-            if ranked and "threshold" in ranked[0]:
-                unknown, ranked = ranked[0], ranked[1:]
+            if unknown is not None:
                 verdict = (
                     f"unknown (score {unknown['score']:.3f} <= threshold "
                     f"{unknown['threshold']:.3f}); closest: "

@@ -337,6 +337,14 @@ def apply_open_set(
     return [entry, *ranked]
 
 
+def split_unknown(ranked: Sequence[dict]) -> tuple[dict | None, list[dict]]:
+    """(the "unknown" entry `apply_open_set` put first, or None; the ranked names after it)."""
+    ranked = list(ranked)
+    if ranked and "threshold" in ranked[0]:
+        return ranked[0], ranked[1:]
+    return None, ranked
+
+
 @dataclass
 class OpenSetRule:
     """A calibrated model's "unknown" rule, loaded once: its settings and, for the prototype

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,7 +144,7 @@ class OpenSetConfigs:
         `koin evaluate --faces`: a group-faces row is any face of the photo, mostly not the
         labelled person, so it is no "known" image."""
         from koin_hf.evaluation.embeddings import training_config_for
-        from koin_hf.faces.configs import is_face_config, like
+        from koin_hf.faces.configs import like
 
         train = training_config_for(model)
         known = tuple(
@@ -155,13 +155,18 @@ class OpenSetConfigs:
         return cls(train, known, like(train, OPEN_SET_CONFIG))
 
 
-def check_open_set_dataset(model: str | Path, dataset: str | Path) -> OpenSetConfigs:
+def check_open_set_dataset(
+    model: str | Path, dataset: str | Path, available: Sequence[str] | None = None
+) -> OpenSetConfigs:
     """The configs an open-set evaluation of `model` reads; a KoinError, before any model
-    loads, when the dataset has no unknown people of the kind the model takes."""
+    loads, when the dataset (whose configs are `available`, read here when not given) has no
+    unknown people of the kind the model takes."""
     from koin_hf.data.loading import config_names
 
     configs = OpenSetConfigs.for_model(model)
-    if configs.unknown not in config_names(dataset):
+    if available is None:
+        available = config_names(dataset)
+    if configs.unknown not in available:
         hint = (
             " (`koin prepare --faces` writes it from unknown_cases/)"
             if configs.unknown != OPEN_SET_CONFIG
@@ -189,8 +194,8 @@ def evaluate_open_set(
     """Open-set metrics of a model on a dataset with an `unknown` config (see module doc)."""
     from koin_hf.data.loading import config_names
 
-    configs = check_open_set_dataset(model, dataset)
     available = config_names(dataset)
+    configs = check_open_set_dataset(model, dataset, available)
     embedder = embedder or Embedder(model, device=device)
     weight, bias = head_parameters(embedder.model)
     settings = OpenSetSettings.from_config(embedder.model.config)

@@ -79,10 +79,8 @@ def name_faces(
         ranked.append([{"label": scorer.labels[i], "score": float(row[i])} for i in order])
     if rule is None or not ranked:
         return ranked
-    if rule.needs_embeddings:
-        return rule.apply(ranked, embeddings)
-    # The msp rule reads the top softmax score, which top_k=1 lists too.
-    return rule.apply(ranked)
+    # embeddings is None for the msp rule, which reads the top softmax score of `ranked`.
+    return rule.apply(ranked, embeddings)
 
 
 def crop_size_for(scorer: ImageScorer) -> int:

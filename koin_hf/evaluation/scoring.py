@@ -193,7 +193,7 @@ def preprocess_images(
         except UnusableImage as err:
             where = describe_image(image, image_ids[index] if image_ids else None)
             raise KoinError(f"image {where} cannot be decoded: {err}") from err
-    fast = timm_eval_pixels(image_processor)
+    fast = TimmEvalPixels.for_processor(image_processor)
     if fast is not None:  # the processor's exact pixels, without a torch op (timm_pixels.py)
         return torch.from_numpy(fast(rgb))
     # Small per-image ops on two threads stall when the cores are shared (30 ms vs 1 ms per
@@ -202,17 +202,10 @@ def preprocess_images(
         return image_processor(images=rgb, return_tensors="pt")["pixel_values"]
 
 
-def timm_eval_pixels(image_processor) -> TimmEvalPixels | None:
-    """The torch-free twin of a timm processor, or None for other processors. Made anew each
-    call (a few attribute reads): nothing is stored on the processor, which save_pretrained
-    would try to serialise."""
-    return TimmEvalPixels.for_processor(image_processor)
-
-
 def _prefetched(batches: Iterable[Any]) -> Iterator[Any]:
     """`batches`, each made on a second thread while the caller works on the one before.
 
-    Used only when making a batch runs no torch op (`timm_eval_pixels`): decoding and PIL
+    Used only when making a batch runs no torch op (`TimmEvalPixels`): decoding and PIL
     resizing release the GIL, so the next batch is ready when the forward ends, and torch's
     thread pool is left to the forward alone.
     """
@@ -278,7 +271,7 @@ def image_batches(
         # Hands the dataset's memory-mapped pages back after each batch, as training does.
         collate_fn=releasing_pages(_Batches(image_processor, max_megapixels), data),
     )
-    if num_workers == 0 and timm_eval_pixels(image_processor) is not None:
+    if num_workers == 0 and TimmEvalPixels.for_processor(image_processor) is not None:
         return _prefetched(loader)
     return loader
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from PIL import Image
 
 from koin_hf.data.images import UnusableImage, decode_rgb
+from koin_hf.data.prepare import REPORT_FILE
+from koin_hf.dataset_script.koin import DEFAULT_IMAGE_SIZE
 from koin_hf.errors import KoinError
 from koin_hf.faces.alignment import DEFAULT_MARGIN, align_face
 from koin_hf.faces.detection import (
@@ -25,9 +27,6 @@ from koin_hf.faces.detection import (
     detect_reduced,
     get_detector,
 )
-
-DEFAULT_CROP_SIZE = 256  # koin prepare's default --image_size: the stored face crops' size
-REPORT_FILE = "prepare_report.json"
 
 
 def largest_face(faces: Sequence[Face]) -> Face | None:
@@ -40,7 +39,7 @@ class FaceCropSettings:
     """How a dataset's face crops were made (prepare_report.json's `faces` block)."""
 
     detector: str = DEFAULT_DETECTOR
-    size: int = DEFAULT_CROP_SIZE
+    size: int = DEFAULT_IMAGE_SIZE  # koin prepare's default --image_size
     margin: float = DEFAULT_MARGIN
     max_side: int = DEFAULT_MAX_SIDE
 
@@ -61,7 +60,7 @@ class FaceCropSettings:
         detector = faces.get("detector") or DEFAULT_DETECTOR
         return cls(
             detector=DEFAULT_DETECTOR if detector == "recorded" else str(detector),
-            size=int(faces.get("crop_size") or DEFAULT_CROP_SIZE),
+            size=int(faces.get("crop_size") or DEFAULT_IMAGE_SIZE),
             margin=float(faces.get("margin", DEFAULT_MARGIN)),
             max_side=int(faces.get("max_side") or DEFAULT_MAX_SIDE),
         )

@@ -78,9 +78,9 @@ class _Problem:
 
     The loss sees W only through X W^T and the penalty ||W||^2 is rotation-invariant, so the
     optimum lies in X's row space: fitting in an orthonormal basis of it is the same problem,
-    exactly, with fewer unknowns (n x classes instead of dim x classes). That pays when there are fewer images than feature dimensions
-    (few-shot; 510 x 1280 for the default model) and is skipped otherwise. The basis is computed
-    once per sweep, not once per C.
+    exactly, with fewer unknowns (n x classes instead of dim x classes). That pays when there
+    are fewer images than feature dimensions (few-shot; 510 x 1280 for the default model) and is
+    skipped otherwise. The basis is computed once per sweep, not once per C.
     """
 
     def __init__(self, features, labels, num_classes: int, device=None) -> None:
